@@ -1,0 +1,3 @@
+from dpcal.cli import main
+
+main()

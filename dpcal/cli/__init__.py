@@ -1,0 +1,94 @@
+"""The ``dpcal`` command line: a thin click layer over the library.
+
+Subcommands are imported only when invoked, so ``dpcal --help`` never imports torch, rawpy or
+OpenCV. Errors: a :class:`~dpcal.errors.DpcalError` prints one line and exits 1 (usage errors
+exit 2); ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+
+import click
+
+from dpcal._version import __version__
+from dpcal.errors import DpcalError
+
+# name -> "module:attribute"; the order is the pipeline's.
+COMMANDS = {
+    "info": ("dpcal.cli.info:info", "Show the CFA, levels and metadata of a RAW file."),
+    "profile": ("dpcal.cli.profile:profile", "List, show, validate camera profiles and query their noise."),
+    "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
+}
+
+_state = {"verbose": 0}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        mod, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(mod), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Short help from the table: listing commands must not import them.
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dpcal")
+@click.option("-v", "--verbose", count=True, help="More log output; -v also shows tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def cli(verbose: int, quiet: bool) -> None:
+    """dpcal: calibrate a camera, simulate low-light RAW data, train a learned ISP.
+
+    Pipeline: calibrate (fit-noise, fit-psf) -> profile -> simulate -> train -> eval.
+    Results go to stdout (one JSON document with --json); logs and progress go to stderr.
+    """
+    _state["verbose"] = verbose
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="dpcal: %(message)s", stream=sys.stderr, force=True)
+    if quiet:
+        import os
+
+        os.environ["DPCAL_QUIET"] = "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``dpcal`` script."""
+    try:
+        cli.main(args=argv, prog_name="dpcal", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.UsageError as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("dpcal: aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("dpcal: interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except DpcalError as e:
+        if _state["verbose"]:
+            traceback.print_exc()
+        click.echo(f"dpcal: error: {e}", err=True)
+        sys.exit(1)
+    except Exception as e:  # a bug: keep it to one line unless asked
+        if _state["verbose"]:
+            traceback.print_exc()
+        click.echo(f"dpcal: internal error: {type(e).__name__}: {e} (rerun with -v for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(0)

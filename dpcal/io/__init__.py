@@ -1,0 +1,1 @@
+"""Input and output: RAW reading, DNG writing, atomic file writes."""

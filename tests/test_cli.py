@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+def test_help_is_light():
+    code = (
+        "import sys\n"
+        "from dpcal.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'rawpy', 'cv2', 'matplotlib', 'scipy', 'pandas') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_version():
+    r = run_cli("--version")
+    assert "dpcal" in r.stdout
+
+
+def test_profile_list_and_show_json():
+    rows = json.loads(run_cli("profile", "list", "--json").stdout)
+    assert {"id", "maker", "model"} <= set(rows[0])
+    doc = json.loads(run_cli("profile", "show", "nexus6p-rear", "--json").stdout)
+    assert doc["schema_version"] == 1 and doc["id"] == "nexus6p-rear"
+
+
+def test_profile_noise_lux_3():
+    doc = json.loads(run_cli("profile", "noise", "nexus6p-rear", "--lux", "3", "--json").stdout)
+    for plane in ("R", "Gr", "Gb", "B"):
+        assert round(doc["alpha"][plane], 4) == 0.1248
+        assert round(doc["sigma"][plane], 4) == 0.3155
+
+
+def test_profile_validate(tmp_path):
+    good = json.loads(run_cli("profile", "show", "semco", "--json").stdout)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    run_cli("profile", "validate", str(tmp_path / "good.json"))
+    del good["noise"]["table"][0]["sigma"]
+    good["noise"]["table"][0]["alpha"]["R"] = -1
+    (tmp_path / "bad.json").write_text(json.dumps(good))
+    r = run_cli("profile", "validate", str(tmp_path / "bad.json"), check=1)
+    assert "noise.table[0].sigma: missing" in r.stderr and "alpha.R" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args,code,text",
+    [
+        (("profile", "show", "nope"), 1, "unknown profile 'nope'"),
+        (("profile", "noise", "nexus6p-rear"), 2, "exactly one of --iso and --lux"),
+        (("profile", "noise", "nexus6p-rear", "--lux", "-1"), 1, "lux must be a positive"),
+        (("info", "missing.dng"), 1, "no such file"),
+        (("nosuchcommand",), 2, "No such command"),
+    ],
+)
+def test_errors_are_one_line(args, code, text):
+    r = run_cli(*args, check=code)
+    assert text in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len([l for l in r.stderr.splitlines() if l.strip()]) <= 3
+
+
+def test_info_text_dng(tmp_path):
+    (tmp_path / "t.dng").write_text("hello\n" * 100)
+    r = run_cli("info", str(tmp_path / "t.dng"), check=1)
+    assert r.stderr.strip().count("\n") == 0 and "LibRaw cannot read" in r.stderr
+    r = run_cli("-v", "info", str(tmp_path / "t.dng"), check=1)
+    assert "Traceback" in r.stderr
+
+
+def test_info_real_files(shared_data):
+    doc = json.loads(run_cli("info", str(shared_data / "raw/imageio_Blackmagic.dng"), "--json").stdout)
+    assert doc["pattern"] == "RGGB" and doc["black_level"] == [512] * 4 and doc["white_level"] == 65535
+    assert doc["iso"] is None
+    doc = json.loads(run_cli("info", str(shared_data / "raw/rawpy_RAW_KODAK_DC50.KDC"), "--json").stdout)
+    assert doc["pattern"] == "GRBG" and doc["white_level"] == 16383
+    r = run_cli("info", str(shared_data / "raw/imageio_Nikon_uncompressed.nef"), check=1)
+    assert "not a Bayer mosaic" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_info_headerless(tmp_path):
+    import numpy as np
+
+    np.arange(48, dtype="<u2").tofile(tmp_path / "a.raw")
+    doc = json.loads(run_cli("info", str(tmp_path / "a.raw"), "--width", "8", "--height", "6", "--bits", "12",
+                             "--pattern", "GRBG", "--json").stdout)
+    assert (doc["width"], doc["height"], doc["pattern"], doc["white_level"]) == (8, 6, "GRBG", 4095)
+
+
+def test_demo(tmp_path):
+    out = tmp_path / "demo"
+    doc = json.loads(run_cli("demo", "--out", str(out), "--json").stdout)
+    assert doc["capture"]["pattern"] == "BGGR" and doc["capture"]["iso"] == 1600
+    assert (out / "summary.json").is_file()
+    r = run_cli("demo", "--out", str(out), check=1)
+    assert "--overwrite" in r.stderr
