@@ -13,6 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from dpcal.cfa import PLANES, plane_offsets, validate_pattern
+from dpcal.errors import BadInputError
 from dpcal.io.atomic import atomic_path
 
 _CFA_CODE = {"R": 0, "G": 1, "B": 2}
@@ -57,7 +58,7 @@ def write_dng(
     >>> import numpy as np, tempfile, os
     >>> from dpcal.io.raw import read_raw
     >>> p = os.path.join(tempfile.mkdtemp(), "x.dng")
-    >>> write_dng(p, np.full((8, 8), 1000, np.uint16), "GBRG", black_level=64, white_level=4095, iso=400)
+    >>> write_dng(p, np.full((32, 32), 1000, np.uint16), "GBRG", black_level=64, white_level=4095, iso=400)
     >>> r = read_raw(p)
     >>> r.pattern, r.black_level[0], r.white_level, r.iso
     ('GBRG', 64.0, 4095.0, 400.0)
@@ -68,6 +69,9 @@ def write_dng(
     dn = np.ascontiguousarray(dn)
     if dn.ndim != 2 or dn.dtype != np.uint16:
         raise ValueError(f"write_dng needs a uint16 (H, W) mosaic, got {dn.dtype} {dn.shape}")
+    if min(dn.shape) < 22:
+        # LibRaw (and so rawpy, darktable, ...) refuses DNGs smaller than this.
+        raise BadInputError(f"a DNG must be at least 22x22 pixels to be readable, got {dn.shape[1]}x{dn.shape[0]}")
     white = 65535 if white_level is None else int(round(white_level))
     bl = np.broadcast_to(np.asarray(black_level, dtype=float), (4,))
     # BlackLevel is laid out in the 2x2 repeat order (row by row), not in plane order.

@@ -150,8 +150,8 @@ def read_raw(
     >>> p = os.path.join(tempfile.mkdtemp(), "m.npy")
     >>> np.save(p, np.full((4, 6), 512, np.uint16))
     >>> r = read_raw(p, pattern="GRBG", bits=10)
-    >>> r.pattern, r.white_level, r.normalized().max()
-    ('GRBG', 1023.0, np.float32(0.5004888))
+    >>> r.pattern, r.white_level, round(float(r.normalized().max()), 4)
+    ('GRBG', 1023.0, 0.5005)
     """
     p = Path(path)
     if not p.exists():
@@ -211,6 +211,11 @@ def _read_libraw(p: Path, pattern: str | None) -> RawImage:
             raise BadRawError(
                 f"{p}: not a Bayer mosaic (LibRaw reads {raw.num_colors} colour planes per pixel, "
                 "no colour filter array); dpcal needs a Bayer RAW"
+            )
+        if raw.raw_pattern.shape != (2, 2):
+            raise BadRawError(
+                f"{p}: its colour filter array repeats every {raw.raw_pattern.shape[0]}x{raw.raw_pattern.shape[1]} "
+                "pixels (e.g. X-Trans), not a 2x2 Bayer pattern; dpcal needs a Bayer RAW"
             )
         desc = raw.color_desc.decode()
         colors = raw.raw_colors_visible[:2, :2]

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -38,6 +39,8 @@ from dpcal.profile.model import (
     iso_from_lux,
     leave_one_iso_out,
 )
+
+log = logging.getLogger("dpcal")
 
 SCHEMA_VERSION = 1
 DEFAULT_PROFILE = "nexus6p-rear"
@@ -451,6 +454,6 @@ def list_profiles() -> list[dict]:
                 continue
             try:
                 seen[f.stem] = load_profile(f).summary()
-            except BadProfileError:
-                continue
+            except BadProfileError as e:
+                log.warning("skipping %s", e)
     return [seen[k] for k in sorted(seen)]
