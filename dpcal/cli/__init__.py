@@ -21,6 +21,9 @@ from dpcal.errors import DpcalError
 COMMANDS = {
     "info": ("dpcal.cli.info:info", "Show the CFA, levels and metadata of a RAW file."),
     "profile": ("dpcal.cli.profile:profile", "List, show, validate camera profiles and query their noise."),
+    "make-chart": ("dpcal.cli.make_chart:make_chart", "Make a PSF or gray calibration chart (print or display)."),
+    "fit-psf": ("dpcal.cli.fit_psf:fit_psf", "Estimate a spatially varying PSF field from chart captures."),
+    "render-chart": ("dpcal.cli.render_chart:render_chart", "Render a synthetic RAW capture of a chart."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 

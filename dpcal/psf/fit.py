@@ -1122,3 +1122,43 @@ def _smooth_field(psf: np.ndarray, main: dict, gx: int, gy: int, *, pool_green: 
     # 3. Back onto the simplex.
     psf[...] = project_simplex(flat.reshape(gyx + (4, kk, kk)))
     return report
+
+
+def attach_to_profile(profile_path: str | os.PathLike, field_path: str | os.PathLike) -> dict:
+    """Point a profile file's ``psf.file`` at a PSF field (relative path when possible).
+
+    Parameters
+    ----------
+    profile_path : path to a profile ``.json`` (bundled profiles are read-only: copy one first)
+    field_path : path to the field ``.npz``
+
+    Returns
+    -------
+    dict
+        The profile's new ``psf`` block.
+
+    Raises
+    ------
+    BadProfileError
+        The profile file is missing or invalid.
+    """
+    from dpcal.profile import load_profile
+
+    pp = Path(profile_path)
+    if pp.suffix != ".json" or not pp.is_file():
+        from dpcal.errors import BadProfileError
+
+        raise BadProfileError(f"{pp}: --attach needs a profile .json file (copy a bundled one with "
+                              "`dpcal profile show ID --json > my.json` first)")
+    prof = load_profile(pp)
+    fp = Path(field_path).resolve()
+    try:
+        rel = os.path.relpath(fp, pp.resolve().parent)
+    except ValueError:  # another drive
+        rel = str(fp)
+    doc = dict(prof.doc)
+    doc["psf"] = {"file": rel}
+    from dpcal.profile import Profile
+
+    Profile(doc, pp).save(pp)
+    return doc["psf"]
