@@ -113,8 +113,12 @@ def _to_luma(x: np.ndarray) -> np.ndarray:
 # coarse detection
 
 
-def _coarse_candidates(lo: np.ndarray, min_area_frac: float = 0.03) -> list[np.ndarray]:
-    """Dark quadrilaterals in the coarse image, largest first (each (4, 2) in lo pixels)."""
+def _coarse_candidates(lo: np.ndarray, min_area_frac: float = 0.03) -> tuple[list[np.ndarray], bool]:
+    """Dark quadrilaterals in the coarse image, largest first (each (4, 2) in lo pixels).
+
+    Also tells whether a large dark outline was cut by the image border (a chart partly out of
+    frame, usually).
+    """
     import cv2
 
     v = lo.astype(np.float32)
@@ -122,6 +126,7 @@ def _coarse_candidates(lo: np.ndarray, min_area_frac: float = 0.03) -> list[np.n
     lo8 = lo8.astype(np.uint8)
     t, _ = cv2.threshold(lo8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     quads = []
+    cut = False
     for thr in (t, 0.75 * t, 0.5 * t):
         dark = (lo8 < thr).astype(np.uint8)
         contours, _ = cv2.findContours(dark, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -133,7 +138,10 @@ def _coarse_candidates(lo: np.ndarray, min_area_frac: float = 0.03) -> list[np.n
                 continue
             xy = c.reshape(-1, 2)
             if xy[:, 0].min() <= 0 or xy[:, 1].min() <= 0 or xy[:, 0].max() >= ww - 1 or xy[:, 1].max() >= hh - 1:
-                continue  # touches the image border: not a whole chart frame
+                # touches the image border: not a whole chart frame (but perhaps a cut one)
+                x0, y0, bw, bh = cv2.boundingRect(c)
+                cut |= bw * bh < 0.98 * ww * hh
+                continue
             peri = cv2.arcLength(c, True)
             for eps in (0.01, 0.02, 0.04):
                 ap = cv2.approxPolyDP(c, eps * peri, True)
@@ -151,7 +159,7 @@ def _coarse_candidates(lo: np.ndarray, min_area_frac: float = 0.03) -> list[np.n
         q = q[np.argsort(ang)]
         start = np.argmin(q.sum(1))
         out.append(np.roll(q, -start, axis=0))
-    return out[:6]
+    return out[:6], cut
 
 
 def _coarse_score(lo: np.ndarray, chart_lo: np.ndarray, H_lo: np.ndarray, smooth: float = 0.0) -> float:
@@ -204,10 +212,20 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
     S_lo = np.array([[1 / f, 0, -(f - 1) / (2 * f)], [0, 1 / f, -(f - 1) / (2 * f)], [0, 0, 1]])
     S_chart = np.array([[cf, 0, cf / 2], [0, cf, cf / 2], [0, 0, 1]])
     best = (-2.0, None)
-    cands = _coarse_candidates(lo)
+    cands, cut = _coarse_candidates(lo)
     if not cands:
+        if cut:
+            raise BadInputError("no whole chart in the capture: the chart's outline runs into the image border, "
+                                "so it is partly out of frame; frame the whole chart with some margin")
         raise BadInputError("no chart found in the capture (no dark frame outline); check that the whole "
                             "chart is in view, in focus and exposed, and that --chart is the chart shown")
+    # The key block (dark, top-left of the gap) and its mirror images (white) decide between
+    # orientations that the ring alone cannot tell apart.
+    kx0, ky0, kx1, ky1 = spec.layout["key_rect"]
+    kc = np.array([(kx0 + kx1) / 2, (ky0 + ky1) / 2])
+    ctr = np.array([(fx0 + fx1) / 2, (fy0 + fy1) / 2])
+    mirrors = np.array([kc, [2 * ctr[0] - kc[0], kc[1]], [kc[0], 2 * ctr[1] - kc[1]], 2 * ctr - kc])
+    key_r = max(0.5, 0.25 * (kx1 - kx0))
     for q in cands:
         q_luma = q * f + (f - 1) / 2  # lo px -> luma px
         for rot in range(4):
@@ -217,9 +235,11 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
             # smooth over about a third of a checker square, as imaged
             sq = spec.square * np.sqrt(abs(np.linalg.det(H_lo[:2, :2]))) / cf
             s = _coarse_score(lo, chart_lo, H_lo, smooth=max(1.0, sq / 3))
-            if s > best[0]:
-                best = (s, H)
-    score, H = best
+            key = _key_contrast(lum, H, mirrors, key_r)
+            s_total = s + 0.5 * key
+            if s_total > best[0]:
+                best = (s_total, H, s)
+    _, H, score = best if best[1] is not None else (None, None, -1.0)
     if H is None or score < MIN_SCORE:
         raise BadInputError(
             f"no chart matching {spec.path.name if spec.path else 'the chart spec'} found in the capture "
@@ -227,6 +247,24 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
             "is the chart that was photographed"
         )
     return H, score
+
+
+def _key_contrast(lum: np.ndarray, H: np.ndarray, pts_chart: np.ndarray, r_chart: float) -> float:
+    """How much darker the key block is than its three mirror positions (0..1 scale), or -1."""
+    h, w = lum.shape
+    P = np.c_[pts_chart, np.ones(len(pts_chart))] @ H.T
+    xy = P[:, :2] / P[:, 2:3]
+    scale = np.sqrt(abs(np.linalg.det(H[:2, :2]))) / max(abs(H[2, 2]), 1e-12)
+    r = max(1, int(round(r_chart * scale)))
+    vals = []
+    for x, y in xy:
+        xi, yi = int(round(x)), int(round(y))
+        if not (r <= xi < w - r and r <= yi < h - r):
+            return -1.0
+        vals.append(float(np.median(lum[yi - r : yi + r + 1, xi - r : xi + r + 1])))
+    others = np.mean(vals[1:])
+    spread = max(others, 1e-6)
+    return float((others - vals[0]) / spread)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -404,13 +404,15 @@ def _rows_im2col(u_reg: np.ndarray, s: int, ys: np.ndarray, xs: np.ndarray) -> n
     return np.ascontiguousarray(sw[ys, xs].reshape(len(ys), s * s), dtype=np.float32)
 
 
-def _support_radius(k: np.ndarray) -> tuple[int, float]:
-    """Support radius of a (noisy) kernel estimate, and the share of its mass at the border.
+def _support_radius(k: np.ndarray, limit: float, noise: float | None = None) -> tuple[int, float]:
+    """Support radius of a (noisy) kernel estimate, and its mass share beyond ``limit``.
 
     The kernel is smoothed (3x3 mean) so single noise speckles fall below the threshold
-    ``max(3 x RMS of the outer quarter of the support, 1 % of the peak)``; the radius is the
-    largest Chebyshev distance from the centre of an above-threshold pixel. The border share is
-    the above-threshold mass in the two outermost rings (defocus beyond the kernel size).
+    ``max(2 x noise, 1 % of the peak)`` (``noise``: the coefficients' posterior standard
+    deviation, else the RMS of the outer quarter of the support); the radius is the
+    largest Chebyshev distance from the centre of an above-threshold pixel. The second value is
+    the share of the above-threshold mass farther than ``limit`` from the centre (a PSF wider
+    than the kernel to be estimated: defocus).
     """
     from scipy.ndimage import uniform_filter
 
@@ -419,16 +421,17 @@ def _support_radius(k: np.ndarray) -> tuple[int, float]:
     yy, xx = np.mgrid[0:s, 0:s]
     ring = np.maximum(np.abs(yy - c), np.abs(xx - c))
     sm = uniform_filter(k, 3, mode="constant")
-    outer = ring >= max(1, int(round(0.75 * c)))
-    noise = float(np.sqrt(np.mean(sm[outer] ** 2))) if outer.any() else 0.0
-    thr = max(3 * noise, 0.01 * sm.max())
+    if noise is None:
+        outer = ring >= max(1, int(round(0.75 * c)))
+        noise = 1.5 * float(np.sqrt(np.mean(sm[outer] ** 2))) if outer.any() else 0.0
+    thr = max(2 * noise, 0.01 * sm.max())
     above = sm > thr
     if not above.any():
         return 1, 0.0
     r = int(ring[above].max())
     kk = np.where(above, k, 0.0)
-    border = float(kk[ring >= c - 1].sum() / max(kk.sum(), 1e-30))
-    return min(r, c), border
+    beyond = float(kk[ring > limit].sum() / max(kk.sum(), 1e-30))
+    return min(r, c), beyond
 
 
 # ----------------------------------------------------------------------------------------------
@@ -680,7 +683,8 @@ def _upsample_kernel(kh: np.ndarray, K: int) -> np.ndarray:
 def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_order: int = 2) -> dict:
     """Half-resolution luminance kernels per tile (noise-field rows only)."""
     rng = np.random.default_rng(0)
-    Kh = (K + 1) // 2
+    # The pilot looks a little beyond the kernel size, to notice PSFs that do not fit in it.
+    Kh = (K + 1) // 2 + 4
     Kh += 1 - Kh % 2
     rh = Kh // 2
     gx, gy = len(ex) - 1, len(ey) - 1
@@ -722,7 +726,14 @@ def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_ord
             lam = _evidence_lambda(Q, q, D, ne.n, bwb)
             sol = solve_kernel(ne, lam, D)
             kh = sol.kernel
-            radius_h, border = _support_radius(kh)
+            # posterior standard deviation of the (normalised) coefficients
+            try:
+                Lc = np.linalg.cholesky(Q + lam * D)
+                var = (np.linalg.inv(Lc) ** 2).sum(0) * max(sol.reduced_chi2, 1e-12)
+                noise = float(np.sqrt(np.mean(var))) / max(sol.gain, 1e-12)
+            except np.linalg.LinAlgError:
+                noise = None
+            radius_h, border = _support_radius(kh, (K // 2) / 2 + 0.5, noise)
             r2 = 1.0 - sol.chi2 / max(tot_var, 1e-12)
             kf = _upsample_kernel(kh, K)
             out[(j, i)] = _PilotTile(kh, kf, min(K // 2, 2 * radius_h + 3), border, r2, ne.n)
@@ -744,8 +755,8 @@ def _check_match(pilot: dict, chart: ChartSpec) -> None:
     worst, key = max(borders)
     if worst > 0.05:
         raise FitError(
-            f"the PSF is wider than the kernel: {100 * worst:.0f} % of its mass lies at the kernel's border in "
-            f"tile (row {key[0]}, column {key[1]}); refocus, or use a larger --kernel-size"
+            f"the PSF is wider than the kernel: {100 * worst:.0f} % of its mass lies beyond the kernel's radius in "
+            f"tile (row {key[0]}, column {key[1]}); refocus (strong defocus?), or use a larger --kernel-size"
         )
 
 
