@@ -162,26 +162,38 @@ def _coarse_candidates(lo: np.ndarray, min_area_frac: float = 0.03) -> tuple[lis
     return out[:6], cut
 
 
-def _coarse_score(lo: np.ndarray, chart_lo: np.ndarray, H_lo: np.ndarray, smooth: float = 0.0) -> float:
+def _coarse_score(lo: np.ndarray, chart_lo: np.ndarray, H_lo: np.ndarray, smooth: float = 0.0,
+                  cache: dict | None = None) -> float:
     """Normalised correlation of the capture with the chart warped by ``H_lo`` (chart_lo px -> lo px).
 
-    Both are smoothed by a Gaussian of ``smooth`` px first, so that residual noise and the
-    coarse model's misalignment (lens distortion) do not dominate.
+    Both are smoothed by a Gaussian of ``smooth`` px (residual noise, misalignment from lens
+    distortion) and high-passed at ten times that scale (vignetting, uneven light); only the
+    chart's structured parts count (``chart_lo`` is NaN in its featureless noise field).
     """
     import cv2
 
     h, w = lo.shape
-    pred = cv2.warpPerspective(chart_lo.astype(np.float32), H_lo, (w, h), flags=cv2.INTER_LINEAR,
+    src = np.where(np.isfinite(chart_lo), chart_lo, 0.5).astype(np.float32)
+    pred = cv2.warpPerspective(src, H_lo, (w, h), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
-    mask = pred >= 0
-    if smooth > 0:
-        mask = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=int(np.ceil(2 * smooth))) > 0
-        pred = cv2.GaussianBlur(np.where(pred >= 0, pred, 0).astype(np.float32), (0, 0), smooth)
-        lo = cv2.GaussianBlur(lo.astype(np.float32), (0, 0), smooth)
+    feat = cv2.warpPerspective(np.isfinite(chart_lo).astype(np.float32), H_lo, (w, h), flags=cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    inside = pred >= 0
+    sm = round(max(smooth, 0.7), 1)
+    big = 10 * sm
+    pr = np.where(inside, pred, 0).astype(np.float32)
+    cache = {} if cache is None else cache
+    if sm not in cache:  # the capture's band-pass depends on the scale only
+        img = lo.astype(np.float32)
+        cache[sm] = cv2.GaussianBlur(img, (0, 0), sm) - cv2.GaussianBlur(img, (0, 0), big)
+    img = cache[sm]
+    pr = cv2.GaussianBlur(pr, (0, 0), sm) - cv2.GaussianBlur(pr, (0, 0), big)
+    mask = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=int(np.ceil(2 * sm))) > 0
+    mask &= feat > 0
     if mask.sum() < 100:
         return -1.0
-    a = pred[mask] - pred[mask].mean()
-    b = lo[mask] - lo[mask].mean()
+    a = pr[mask] - pr[mask].mean()
+    b = img[mask] - img[mask].mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / den) if den > 0 else -1.0
 
@@ -201,11 +213,11 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
     # The chart as the coarse view sees it: noise averages to its mean.
     raster = chart_raster(spec, frame)
     cf = max(1, int(round(max(raster.shape) / 600)))
-    if spec.kind == "psf" and spec.noise:
-        x0, y0, x1, y1 = spec.noise["rect"]
-        raster = raster.copy()
-        raster[y0:y1, x0:x1] = raster[y0:y1, x0:x1].mean()
     chart_lo = cv2.resize(raster, (raster.shape[1] // cf, raster.shape[0] // cf), interpolation=cv2.INTER_AREA)
+    if spec.kind == "psf" and spec.noise:
+        # The noise field carries no coarse structure: leave it out of the comparison.
+        x0, y0, x1, y1 = (int(v) for v in spec.noise["rect"])
+        chart_lo[y0 // cf : -(-y1 // cf), x0 // cf : -(-x1 // cf)] = np.nan
     fx0, fy0, fx1, fy1 = spec.layout["frame_rect"]
     frame_pts = np.array([[fx0, fy0], [fx1, fy0], [fx1, fy1], [fx0, fy1]], float)
     # lo pixel centre i <-> luma coordinate f*i + (f-1)/2; chart_lo pixel centre j <-> chart cf*(j+0.5).
@@ -226,6 +238,7 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
     ctr = np.array([(fx0 + fx1) / 2, (fy0 + fy1) / 2])
     mirrors = np.array([kc, [2 * ctr[0] - kc[0], kc[1]], [kc[0], 2 * ctr[1] - kc[1]], 2 * ctr - kc])
     key_r = max(0.5, 0.25 * (kx1 - kx0))
+    hp_cache: dict = {}
     for q in cands:
         q_luma = q * f + (f - 1) / 2  # lo px -> luma px
         for rot in range(4):
@@ -234,7 +247,7 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
             H_lo = S_lo @ H @ S_chart
             # smooth over about a third of a checker square, as imaged
             sq = spec.square * np.sqrt(abs(np.linalg.det(H_lo[:2, :2]))) / cf
-            s = _coarse_score(lo, chart_lo, H_lo, smooth=max(1.0, sq / 3))
+            s = _coarse_score(lo, chart_lo, H_lo, smooth=max(1.0, sq / 3), cache=hp_cache)
             key = _key_contrast(lum, H, mirrors, key_r)
             s_total = s + 0.5 * key
             if s_total > best[0]:

@@ -68,18 +68,18 @@ def _mapping_grid(mapping: LensMapping, x0: int, y0: int, x1: int, y1: int):
 
 
 def _interp_grid(gx, gy, F, xs, ys):
-    """Bilinear interpolation of a coarse-grid field F[gy, gx, c] at all (ys x xs)."""
+    """Bilinear interpolation of a coarse-grid field F[gy, gx, c] at all (ys x xs), separably."""
     tx = (xs - gx[0]) / _GRID
     ty = (ys - gy[0]) / _GRID
     jx = np.clip(tx.astype(np.int64), 0, len(gx) - 2)
     jy = np.clip(ty.astype(np.int64), 0, len(gy) - 2)
     fx = (tx - jx)[None, :, None]
     fy = (ty - jy)[:, None, None]
-    a = F[jy][:, jx]
-    b = F[jy][:, jx + 1]
-    c = F[jy + 1][:, jx]
-    d = F[jy + 1][:, jx + 1]
-    return a + fx * (b - a) + fy * (c - a) + fx * fy * (a - b - c + d)
+    rows = np.unique(np.concatenate([jy, jy + 1]))
+    Fx = np.empty((len(gy), len(xs), F.shape[2]))
+    Fr = F[rows]
+    Fx[rows] = Fr[:, jx] * (1 - fx) + Fr[:, jx + 1] * fx
+    return Fx[jy] * (1 - fy) + Fx[jy + 1] * fy
 
 
 def rasterize(

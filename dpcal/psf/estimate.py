@@ -141,7 +141,7 @@ class KernelSolution:
         return self.chi2 / max(self.dof, 1.0)
 
 
-def _nnqp(Q: np.ndarray, q: np.ndarray, max_rounds: int = 30) -> np.ndarray:
+def _nnqp(Q: np.ndarray, q: np.ndarray, max_rounds: int = 30, free0: np.ndarray | None = None) -> np.ndarray:
     """``argmin_{x >= 0} 1/2 x^T Q x - q^T x`` for SPD ``Q``.
 
     A block active-set iteration (solve on the free set, drop negatives, re-admit variables
@@ -152,7 +152,7 @@ def _nnqp(Q: np.ndarray, q: np.ndarray, max_rounds: int = 30) -> np.ndarray:
     from scipy.optimize import nnls
 
     n = len(q)
-    free = np.ones(n, bool)
+    free = np.ones(n, bool) if free0 is None else np.asarray(free0, bool).copy()
     x = np.zeros(n)
     for _ in range(max_rounds):
         idx = np.nonzero(free)[0]
@@ -180,6 +180,7 @@ def solve_kernel(
     ne: NormalEquations,
     lam: float,
     D: np.ndarray | None = None,
+    warm: "KernelSolution | None" = None,
 ) -> KernelSolution:
     """Solve the non-negative, regularised kernel problem from accumulated normal equations.
 
@@ -190,6 +191,8 @@ def solve_kernel(
         Weight of the gradient regulariser (in the units of the weighted data term).
     D : ndarray, optional
         Regulariser matrix (default :func:`smoothness_operator` of order 2).
+    warm : KernelSolution, optional
+        A previous solution of a similar problem: its support starts the active-set search.
 
     Returns
     -------
@@ -218,7 +221,10 @@ def solve_kernel(
     Q = 0.5 * (Q + Q.T)
     # Scale for conditioning.
     sc = np.sqrt(np.maximum(np.diag(Q), 1e-300))
-    xs = _nnqp(Q / sc[:, None] / sc[None, :], q / sc)
+    free0 = None
+    if warm is not None and warm.kernel.shape == (s, s):
+        free0 = warm.kernel[::-1, ::-1].ravel() > 0
+    xs = _nnqp(Q / sc[:, None] / sc[None, :], q / sc, free0=free0)
     kappa = xs / sc
     beta = Gnn_inv @ (rn - Gkn.T @ kappa) if m else np.zeros(0)
     x = np.concatenate([kappa, beta])
