@@ -304,24 +304,28 @@ def fit_pairs_iso(
 ) -> tuple[dict, list[dict], dict]:
     """Photon-transfer fit of one ISO from frame stacks (and darks), per plane.
 
+    Temporal level sets of every stack (fixed-pattern noise cancels in the frame differences)
+    and of the dark stacks go into the clipped maximum-likelihood fit. Darks also give the
+    black level (unless they are clipped at black) and the hot-pixel map. A saturation below
+    the white level (a photon-transfer curve that peaks and falls, full well) limits the
+    levels used to 70 % of it (EMVA 1288 linear range).
+
     Returns ``(fits_by_plane, stack_infos, sensor)``.
     """
     from dpcal.cfa import split_planes
-    from dpcal.noise.clipped import noise_std
-    from dpcal.noise.fit import NoiseFit
-    from dpcal.noise.hygiene import defect_map, detect_white_level
+    from dpcal.noise.fit import fit_levelsets
+    from dpcal.noise.hygiene import black_from_darks, defect_map, detect_white_level
     from dpcal.noise.levelsets import LevelSets
-    from dpcal.noise.pairs import dark_variance, photon_transfer, temporal_levelsets, temporal_stats
+    from dpcal.noise.pairs import LINEAR_LIMIT, temporal_levelsets, temporal_stats
 
     raw_kw = raw_kw or {}
     what = f"ISO {iso:g}" if iso is not None else "pairs"
     caps = [f for f in files if f.kind == "capture"]
     dark_files = [f for f in files if f.kind == "dark"]
     if len(caps) < 2:
-        isos = sorted({f"{g.iso:g}" for g in caps if g.iso is not None})
         raise BadInputError(
             f"{what}: only one frame ({caps[0].path}); the pairs method needs two or more frames of the same "
-            f"scene per exposure and ISO{' (ISOs given: ' + ', '.join(isos) + ')' if isos else ''}"
+            "scene per exposure and ISO (frames at different ISOs cannot be paired)"
         )
     stacks = _stacks(caps, what)
     dark_stacks = _stacks(dark_files, f"{what} darks") if dark_files else []
@@ -335,88 +339,69 @@ def fit_pairs_iso(
     pattern = allr[0].pattern
     dark_dn = [raws[f.path].dn for s in dark_stacks for f in s]
     flat_dn = [raws[f.path].dn for s in stacks for f in s]
-    valid = defect_map(dark_dn or None, None, pattern=pattern) if dark_dn else None
-    if dark_dn:
-        from dpcal.noise.hygiene import black_from_darks
-
+    valid = defect_map(dark_dn, None, pattern=pattern) if dark_dn else None
+    meta_black = np.asarray(allr[0].black_level, dtype=np.float64)
+    darks_clipped = bool(dark_dn) and _clipped_at_floor(dark_dn)
+    if dark_dn and not darks_clipped:
         black = np.asarray(black_from_darks(dark_dn, pattern, valid))
         black_from = "darks"
     else:
-        black = np.asarray(allr[0].black_level, dtype=np.float64)
-        black_from = "metadata"
+        black = meta_black
+        black_from = "metadata (dark frames clipped at black)" if darks_clipped else "metadata"
     found = [detect_white_level(dn, allr[0].white_level, float(black.min())) for dn in flat_dn]
     det = [w for w, d in found if d]
     white = float(min(det)) if det else float(allr[0].white_level)
     scale = white - black
     vplanes = split_planes(valid, pattern) if valid is not None else None
+    # DN 0 is the floor unless the camera clips at black (nothing below it in any frame).
+    floor_dn = min(float(min(np.min(d) for d in flat_dn + dark_dn)), float(black.min()))
+    lo4 = np.array([0.0 if floor_dn >= black[i] else min(0.0, -black[i] / scale[i]) for i in range(4)])
 
     def planes_of(dns):
         P = split_planes(np.stack(dns).astype(np.float32), pattern)  # (L, 4, h, w)
         return (P - black[None, :, None, None].astype(np.float32)) / scale[None, :, None, None].astype(np.float32)
 
-    fits = {}
+    sets = {name: [] for name in PLANES}
+    dark_read = {name: [] for name in PLANES}
     infos = []
-    dark_stats = {}  # plane -> (texp list, var list, mean list)
-    for s in dark_stacks:
+    for k, s in enumerate(stacks + dark_stacks):
         P = planes_of([raws[f.path].dn for f in s])
         for i, name in enumerate(PLANES):
-            m, v, _ = temporal_stats(P[:, i], None if vplanes is None else vplanes[i])
-            t = s[0].exposure if s[0].exposure is not None else 0.0
-            dark_stats.setdefault(name, []).append((t, v, m))
-    points = {name: [] for name in PLANES}
-    for k, s in enumerate(stacks):
-        P = planes_of([raws[f.path].dn for f in s])
-        for i, name in enumerate(PLANES):
-            lo = float(min(0.0, -black[i] / scale[i])) if float(P[:, i].min()) < 0 else 0.0
-            pts = temporal_levelsets(P[:, i], lo, 1.0, valid=None if vplanes is None else vplanes[i])
-            pts["stack"] = np.full(len(pts["level"]), k)
-            points[name].append(pts)
-        infos.append({"files": [str(f.path) for f in s], "exposure": s[0].exposure, "iso": iso,
-                      "frames": len(s), "mean_level": float(P.mean())})
+            v = None if vplanes is None else vplanes[i]
+            sets[name].append(temporal_levelsets(P[:, i], lo4[i], 1.0, valid=v, source=k))
+            if k >= len(stacks):
+                dark_read[name].append(temporal_stats(P[:, i], v)[1])
+        infos.append({"files": [str(f.path) for f in s], "exposure": s[0].exposure, "iso": iso, "frames": len(s),
+                      "kind": "capture" if k < len(stacks) else "dark", "mean_level": float(P.mean())})
+    fits = {}
     for name in PLANES:
-        cat = {key: np.concatenate([p[key] for p in points[name]]) for key in ("level", "var", "dof", "n", "stack")}
-        if name in dark_stats:
-            ds = dark_stats[name]
-            dvar, dvar_std = dark_variance(np.array([d[0] for d in ds]), np.array([d[1] for d in ds]))
-            dmean = float(np.mean([d[2] for d in ds]))
-        else:
-            dvar = dvar_std = None
-            dmean = 0.0
-        sat = _saturation_level(cat["level"] - dmean, cat["var"])
+        ls = LevelSets.concat(sets[name])
         label = f"{what} plane {name}"
-        if len(cat["level"]) < 3:
-            raise FitError(f"{label}: fewer than 3 unclipped level sets in the frame pairs; expose below saturation")
-        pt = photon_transfer(cat["level"] - dmean, cat["var"], cat["dof"], dark_var=dvar, dark_var_std=dvar_std,
-                             weighted=True, saturation=sat, what=label)
-        a, b = pt.gain, pt.read_var
-        a_std, b_std = pt.gain_std, pt.read_var_std
-        if not (a_std <= 0.5 * a):
-            raise FitError(f"{label}: alpha is undetermined (relative uncertainty {a_std / a:.0%}); capture more exposure levels")
-        sigma = math.sqrt(b) if b > 0 else 0.0
-        sigma_std = b_std / (2 * sigma) if sigma > 0 and b >= b_std / 4 else math.sqrt(max(b_std, 0.0))
-        n = cat["n"]
-        sets = LevelSets(
-            level=cat["level"], std=np.sqrt(np.maximum(cat["var"], 0.0)), n=n, c=1.0 / n,
-            d=1.0 / (2 * np.maximum(cat["dof"], 1)), lo=np.zeros(len(n)), hi=np.ones(len(n)),
-            source=cat["stack"], kind="pairs",
-        )
-        fitted = noise_std(cat["level"] - dmean, a, b, floor=0.0)
-        cov = np.array([[a_std**2, 0.0], [0.0, b_std**2]])
-        fit = NoiseFit(
-            alpha=a, sigma=sigma, alpha_std=a_std, sigma_std=sigma_std, b=b, b_std=b_std, cov=cov,
-            gof={**pt.gof, "saturation_level": pt.saturation}, sets=sets, weights=pt.used.astype(float),
-            fitted_std=fitted, plane=name, iso=iso, method="pairs",
-            extra={"read_noise_from": pt.read_from, "dark_level": dmean,
-                   "sources": [str(f.path) for f in caps]},
-        )
+        sat = _saturation_level(ls.level, ls.std**2)
+        if sat < 1.0:
+            ls = ls.select(ls.level <= LINEAR_LIMIT * sat)
+        fit = fit_levelsets(ls, what=label)
+        fit.plane, fit.iso, fit.method = name, iso, "pairs"
+        fit.gof["saturation_level"] = sat
+        fit.extra["sources"] = [str(f.path) for f in caps + dark_files]
+        fit.extra["black_from"] = black_from
+        if dark_read[name]:
+            fit.extra["dark_temporal_std"] = float(np.sqrt(max(np.mean(dark_read[name]), 0.0)))
         fits[name] = fit
     if compare_single:
-        _compare_single(fits, stacks[len(stacks) // 2], raws, black, white, pattern, valid)
+        _compare_single(fits, stacks[-1], raws, black, white, pattern, valid)
     sensor = {
         "pattern": pattern, "black_level": [float(b) for b in black], "white_level": white,
         "bit_depth": allr[0].bit_depth, "maker": allr[0].maker, "model": allr[0].model, "black_from": black_from,
     }
     return fits, infos, sensor
+
+
+def _clipped_at_floor(dns: list[np.ndarray]) -> bool:
+    """True when dark frames pile up at their minimum value (the camera clips at black)."""
+    x = np.concatenate([np.asarray(d).ravel()[::7] for d in dns])
+    vmin = x.min()
+    return float(np.mean(x == vmin)) > 0.05
 
 
 def _saturation_level(level: np.ndarray, var: np.ndarray) -> float:

@@ -34,7 +34,8 @@ import math
 import numpy as np
 
 from dpcal.errors import FitError
-from dpcal.noise.clipped import clipped_curve, clipped_mean_slope, clipped_mean_std, noise_std
+from dpcal.noise.clipped import clipped_curve, clipped_mean_slope, clipped_mean_std, noise_std, poisson_skew
+from dpcal.noise.clipped import invert_clipped_mean as _invert
 from dpcal.noise.levelsets import LevelSets
 
 #: share of the Cauchy (outlier) component in the robust likelihood
@@ -191,17 +192,17 @@ class _Likelihood:
         e = self.edge
         if e.any():
             lo, hi, yo, so, c, d = s.lo[e], s.hi[e], s.level[e], s.std[e], s.c[e], s.d[e]
-            t0 = _invert(yo, a, b, lo, hi, start=self._t_edge)
+            t0 = _invert(yo, a, b, lo, hi, iters=12, start=self._t_edge)
             if np.all(np.isfinite(t0)):
                 self._t_edge = t0
             s0 = noise_std(t0, a, b, floor=1e-24)
-            _, sd0 = clipped_mean_std(t0, s0, lo, hi)
+            _, sd0 = clipped_mean_std(t0, s0, lo, hi, poisson_skew(t0, a, s0))
             slope = np.maximum(clipped_mean_slope(t0, s0, a / (2 * s0), lo, hi), 1e-4)
             width = np.sqrt(c) * np.maximum(sd0, 1e-12) / slope
             width = np.minimum(width, 0.5 * (hi - lo))
             tk = t0[:, None] + width[:, None] * _NODES[None, :]
             sk = noise_std(tk, a, b, floor=1e-24)
-            mk, sdk = clipped_mean_std(tk, sk, lo[:, None], hi[:, None])
+            mk, sdk = clipped_mean_std(tk, sk, lo[:, None], hi[:, None], poisson_skew(tk, a, sk))
             sdk = np.maximum(sdk, 1e-12)
             sc = np.sqrt(c)[:, None] * sdk
             ly = -0.5 * ((yo[:, None] - mk) / sc) ** 2 - np.log(sc) - 0.5 * _LOG2PI
@@ -211,20 +212,6 @@ class _Likelihood:
             dt = width * (_NODES[1] - _NODES[0])
             total += float(np.sum(mx + np.log(np.sum(np.exp(lk - mx[:, None]), axis=1)) + np.log(dt)))
         return -total if np.isfinite(total) else np.inf
-
-
-def _invert(u, a, b, lo, hi, iters: int = 12, start=None):
-    """Vectorised safeguarded Newton for ``E_clip(t) = u`` (monotone in ``t``)."""
-    t = np.asarray(u if start is None else start, dtype=np.float64).copy()
-    for _ in range(iters):
-        s = noise_std(t, a, b, floor=1e-24)
-        m, _sd = clipped_mean_std(t, s, lo, hi)
-        slope = np.maximum(clipped_mean_slope(t, s, a / (2 * s), lo, hi), 1e-3)
-        step = np.clip((m - u) / slope, -4 * s, 4 * s)
-        t = t - step
-        if np.all(np.abs(step) < 1e-8 * np.maximum(s, 1e-12)):
-            break
-    return t
 
 
 def fit_levelsets(

@@ -15,8 +15,11 @@ noise, so the variance of their differences is the temporal noise alone: fixed-p
   the linear range: from the first step up to 70 % of the saturation mean (the step with the
   highest variance), through the origin.
 
-For RAW captures of arbitrary static scenes the pixels of each plane are binned by their mean
-level into level sets, each giving a (level, temporal variance) point.
+For RAW captures (flat fields or any static scene) the pixels of each plane are binned by
+level into level sets of temporal noise (:func:`temporal_levelsets`), which the clipped
+maximum-likelihood fit of :mod:`dpcal.noise.fit` takes like single-image level sets (so
+clipping at black and white is modelled rather than cut away); ``EMVA1288_Data.txt`` data
+sets are analysed exactly as the standard prescribes (:func:`fit_emva`).
 """
 
 from __future__ import annotations
@@ -78,42 +81,58 @@ def temporal_levelsets(
     hi: float,
     *,
     valid: np.ndarray | None = None,
-    nbins: int = 200,
+    nbins: int = 400,
     min_n: int = 256,
-) -> dict[str, np.ndarray]:
-    """Per-level temporal statistics of a stack ``(L, h, w)`` of one plane (normalised units).
+    source: int = 0,
+):
+    """Level sets of temporal noise from a stack ``(L, h, w)`` of one plane (normalised units).
 
-    Pixels are binned by their mean over the frames; per bin the mean level, the temporal
-    variance (interaction mean square) and its degrees of freedom. Pixels clipped in any
-    frame are left out (their variance is not the model's).
+    Each pixel's level is its mean over the frames; its temporal residuals are its deviations
+    from that mean (per-frame offsets removed per set). Pixels are *binned by the mean of their
+    8 neighbours*, which is independent of the pixel's own noise: binning on the pixel's own
+    mean would select on its noise wherever the data clip. Clipped pixels are kept: a set's
+    statistics are then those of the clipped variable, as the clipped model expects.
 
-    Returns a dict of arrays ``level``, ``var``, ``dof``, ``n``.
+    Returns
+    -------
+    LevelSets
+        ``level`` (mean of the pixel means), ``std`` (unbiased, from the interaction mean
+        square with ``(n-1)(L-1)`` degrees of freedom), ``c = 1/(n L)``, ``d = 1/(2 dof)``.
     """
+    import cv2
+
+    from dpcal.noise.levelsets import LevelSets, unbiased_std
+
     f = np.asarray(frames, dtype=np.float32)
     L = f.shape[0]
     m = f.mean(axis=0)
-    keep = np.all(f > lo, axis=0) & np.all(f < hi, axis=0)
+    neigh = (cv2.boxFilter(m, -1, (3, 3), normalize=False, borderType=cv2.BORDER_REFLECT) - m) / np.float32(8.0)
+    keep = np.ones(m.shape, dtype=bool)
+    keep[0, :] = keep[-1, :] = keep[:, 0] = keep[:, -1] = False
     if valid is not None:
         keep &= valid
-    mk = m[keep].astype(np.float64)
-    if mk.size == 0:
-        return {"level": np.zeros(0), "var": np.zeros(0), "dof": np.zeros(0), "n": np.zeros(0)}
-    ids = np.clip(((mk - lo) * (nbins / (hi - lo))).astype(np.int64), 0, nbins - 1)
+    idx = np.flatnonzero(keep)
+    mk = m.ravel()[idx].astype(np.float64)
+    ids = np.clip(((neigh.ravel()[idx] - lo) * (nbins / (hi - lo))).astype(np.int64), 0, nbins - 1)
     n = np.bincount(ids, minlength=nbins).astype(np.float64)
     sm = np.bincount(ids, weights=mk, minlength=nbins)
     ss = np.zeros(nbins)
     rl2 = np.zeros(nbins)
     for l in range(L):
-        r = f[l][keep].astype(np.float64) - mk
+        r = f[l].ravel()[idx].astype(np.float64) - mk
         ss += np.bincount(ids, weights=r * r, minlength=nbins)
         s1 = np.bincount(ids, weights=r, minlength=nbins)
         with np.errstate(invalid="ignore", divide="ignore"):
             rl2 += s1 * s1 / n
     dof = (n - 1) * (L - 1)
     good = n >= min_n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = (ss - rl2) / dof
-    return {"level": (sm / np.maximum(n, 1))[good], "var": var[good], "dof": dof[good], "n": n[good]}
+    n, sm, ss, rl2, dof = n[good], sm[good], ss[good], rl2[good], dof[good]
+    var = np.maximum(ss - rl2, 0.0) / dof
+    k = len(n)
+    return LevelSets(
+        level=sm / n, std=unbiased_std(var, dof), n=n, c=1.0 / (n * L), d=1.0 / (2 * dof),
+        lo=np.full(k, lo), hi=np.full(k, hi), source=np.full(k, source), kind="pairs",
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,13 @@ def natural_scene(
     n_objects: int = 40,
     texture: float = 0.35,
     level_range: tuple[float, float] = (-0.02, 1.05),
+    lens_blur: float = 0.7,
 ) -> np.ndarray:
     """Clean ``(H, W)`` float64 scene with flat objects, gradients, edges and texture.
+
+    The scene is seen through a lens: a Gaussian blur of ``lens_blur`` pixels (std) is applied
+    last, so no detail is finer than the optics pass (pixel-level white texture cannot be told
+    from noise by any single-image method; a real lens does not produce it).
 
     Parameters
     ----------
@@ -31,6 +36,8 @@ def natural_scene(
         Share of the objects that carry strong texture (0 = only flat/smooth objects).
     level_range : (float, float)
         Range of object levels (normalised); values outside [0, 1] clip in a capture.
+    lens_blur : float
+        Std (pixels) of the final Gaussian blur; 0 for none.
 
     Examples
     --------
@@ -60,10 +67,11 @@ def natural_scene(
         val = level * shade
         if rng.random() < texture:
             tex = rng.standard_normal((height, width))
-            k = int(rng.choice([1, 3, 5]))
-            if k > 1:
-                tex = cv2.GaussianBlur(tex, (0, 0), k / 2.0)
+            k = float(rng.choice([1.0, 2.0, 4.0]))
+            tex = cv2.GaussianBlur(tex, (0, 0), k)
             tex /= tex.std() + 1e-12
             val = val + 0.08 * (0.3 + level) * tex
         img[m] = val[m]
+    if lens_blur > 0:
+        img = cv2.GaussianBlur(img, (0, 0), lens_blur)
     return img

@@ -90,11 +90,15 @@ def _measure_norms(k: int = SMOOTH_K, r: int = SMOOTH_R) -> tuple[float, float]:
 #: degrees of freedom (window size / KAPPA_HAAR)
 ENERGY_W = 13
 ENERGY_DOF = ENERGY_W**2 / KAPPA_HAAR
+#: a second, wider window: weak texture over larger areas (below the noise, undetectable in
+#: 13x13) still raises the variance; 31x31 resolves an excess of about 30 % of the noise variance
+ENERGY_W2 = 31
+ENERGY_DOF2 = ENERGY_W2**2 / KAPPA_HAAR
 #: level bins of the wavelet route (Foi uses about 600 level sets)
 NBINS = 600
 
 
-def energy_limit(p: float = 1e-4) -> float:
+def energy_limit(p: float = 1e-4, dof: float = ENERGY_DOF) -> float:
     """Ratio of local detail energy to the noise variance above which a window is texture.
 
     The ``1 - p`` quantile of ``chi2_nu / nu`` (``nu`` = :data:`ENERGY_DOF`): pure noise
@@ -106,7 +110,7 @@ def energy_limit(p: float = 1e-4) -> float:
     >>> 1.5 < energy_limit() < 2.0
     True
     """
-    return _chi2_ratio_ppf(1 - p, ENERGY_DOF)
+    return _chi2_ratio_ppf(1 - p, dof)
 
 
 @functools.lru_cache(maxsize=16)
@@ -124,7 +128,7 @@ class WaveletPlane:
     ----------
     A, D : approximation and unit-norm diagonal detail (:func:`haar_split`)
     S : 5x5 box smoothing of ``A`` (local level)
-    E : 13x13 box mean of ``D^2`` (local detail energy)
+    E, E2 : 13x13 and 31x31 box means of ``D^2`` (local detail energy)
     M : edge measure, ``max(|grad S| / norm_g, |lap S| / norm_l)``: in units of the pixel noise std
     ids : int32 level bin of ``S`` (``nbins`` equal bins over ``[lo, hi]``)
     inner : bool, False near the borders (where the box filters are not centred) and at defects
@@ -139,9 +143,12 @@ class WaveletPlane:
         self.A, self.D = A, D
         S = cv2.blur(A, (SMOOTH_K, SMOOTH_K), borderType=cv2.BORDER_REFLECT)
         self.S = S
-        self.E = cv2.blur(D * D, (ENERGY_W, ENERGY_W), borderType=cv2.BORDER_REFLECT)
+        D2 = D * D
+        self.E = cv2.blur(D2, (ENERGY_W, ENERGY_W), borderType=cv2.BORDER_REFLECT)
+        self.E2 = cv2.blur(D2, (ENERGY_W2, ENERGY_W2), borderType=cv2.BORDER_REFLECT)
+        del D2
         inner = np.zeros(S.shape, dtype=bool)
-        b = max(SMOOTH_K // 2 + SMOOTH_R, ENERGY_W // 2)
+        b = max(SMOOTH_K // 2 + SMOOTH_R, ENERGY_W2 // 2)
         inner[b : S.shape[0] - b, b : S.shape[1] - b] = True
         if valid is not None:
             inner &= valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, :-1] & valid[1:, 1:]
@@ -185,24 +192,25 @@ class WaveletPlane:
             self._key = blocks * np.int32(self.nbins) + self.ids
         return self._key
 
-    def prelim_curve(self, nbins: int = 24, q: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    def prelim_curve(self, nbins: int = 32, q: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
         """Rough noise std as a function of level: a robust lower envelope.
 
-        In equal-count level bins, the ``q`` quantile of the local detail energy divided by
-        the same quantile of ``chi2_nu / nu``: flat areas give the low energies, texture and
-        edges only add high ones, so the estimate holds unless a level is almost all texture.
+        In equal-count level bins, the ``q`` quantile of the local detail energy (31x31
+        windows) divided by the same quantile of ``chi2_nu / nu``: flat areas give the low
+        energies, texture and edges only add high ones, so the estimate holds unless a level
+        is almost all texture.
         Returns ``(levels, stds)`` for ``np.interp``.
         """
         sel = self.inner[::4, ::4]
         a = self.S[::4, ::4][sel]
-        e = self.E[::4, ::4][sel]
+        e = self.E2[::4, ::4][sel]
         if a.size == 0:
             return np.array([self.lo, self.hi]), np.zeros(2)
         order = np.argsort(a, kind="stable")
         a, e = a[order], e[order]
         nb = max(1, min(nbins, a.size // 200))
         chunks = np.array_split(np.arange(a.size), nb)
-        factor = _chi2_ratio_ppf(q, ENERGY_DOF)
+        factor = _chi2_ratio_ppf(q, ENERGY_DOF2)
         lv = np.array([float(np.median(a[c])) for c in chunks])
         sd = np.array([float(np.sqrt(max(np.quantile(e[c], q), 0.0) / factor)) for c in chunks])
         return lv, sd
@@ -212,9 +220,11 @@ class WaveletPlane:
         sig = np.interp(self.centers, *curve).astype(np.float32)
         t_edge = np.float32(tau) * sig
         t_energy = np.float32(energy_limit()) * sig * sig
+        t_energy2 = np.float32(energy_limit(dof=ENERGY_DOF2)) * sig * sig
         ids = self.key % np.int32(self.nbins)
         ok = self.M <= t_edge[ids]
         ok &= self.E <= t_energy[ids]
+        ok &= self.E2 <= t_energy2[ids]
         ok &= self.inner
         return ok
 
@@ -255,14 +265,22 @@ class WaveletPlane:
                 break
             key, d, a = key[keep], d[keep], a[keep]
         sak = np.bincount(key, weights=a, minlength=size)
-        sa = sak.reshape(nb, nbins).sum(0)
+        # Sparse bins (small images, few flat areas) are merged with their neighbours, within
+        # at most MERGE_SPAN bins, until a set has min_n coefficients.
+        group = merge_bins(n, min_n)
+        ng = int(group.max()) + 1
+
+        def regroup(arr):
+            return np.stack([np.bincount(group, weights=row, minlength=ng) for row in arr.reshape(nb, nbins)])
+
+        parts = {"n": regroup(nk), "s1": regroup(s1k), "s2": regroup(s2k), "sa": regroup(sak),
+                 "dof_loss": 1, "kappa": KAPPA_HAAR}
+        n, s1, s2, sa = (parts[k].sum(0) for k in ("n", "s1", "s2", "sa"))
         good = n >= min_n
-        parts = {
-            "n": nk.reshape(nb, nbins)[:, good], "s1": s1k.reshape(nb, nbins)[:, good],
-            "s2": s2k.reshape(nb, nbins)[:, good], "sa": sak.reshape(nb, nbins)[:, good],
-            "dof_loss": 1, "kappa": KAPPA_HAAR,
-        }
-        n, sa, var = n[good], sa[good], var[good]
+        for k in ("n", "s1", "s2", "sa"):
+            parts[k] = parts[k][:, good]
+        n, s1, s2, sa = n[good], s1[good], s2[good], sa[good]
+        var = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
         std = unbiased_std(var, (n - 1) / KAPPA_HAAR)
         k = len(n)
         sets = LevelSets(
@@ -271,6 +289,30 @@ class WaveletPlane:
             parts=parts,
         )
         return sets, frac
+
+
+#: widest merge of sparse level bins (in bins of 1/NBINS of the range)
+MERGE_SPAN = 12
+
+
+def merge_bins(n: np.ndarray, min_n: int, span: int = MERGE_SPAN) -> np.ndarray:
+    """Group consecutive bins so that each group holds ``min_n`` samples, spanning at most
+    ``span`` bins (a group that cannot fill up stays small and is dropped by the caller).
+
+    Examples
+    --------
+    >>> merge_bins(np.array([100, 10, 20, 40, 0, 500]), 64).tolist()
+    [0, 1, 1, 1, 2, 2]
+    """
+    group = np.zeros(len(n), dtype=np.int64)
+    g, acc, start = 0, 0.0, 0
+    for i, c in enumerate(n):
+        if acc >= min_n or (i - start >= span and acc > 0):
+            g += 1
+            acc, start = 0.0, i
+        group[i] = g
+        acc += c
+    return group
 
 
 def wavelet_levelsets(
@@ -447,7 +489,11 @@ class CaptureSets:
     def _refine(self, name: str, fit: NoiseFit, label: str) -> NoiseFit:
         """Redo the wavelet selection with the fitted curve (texture admitted by a loose
         preliminary curve is rejected) and refit; skipped when the preliminary curve was
-        already within 5 % of the fit over the data."""
+        already within 5 % of the fit over the data.
+
+        The thresholds use the lower of the fitted and the preliminary curve at each level:
+        a fit pulled up by texture must not loosen the selection that let the texture in.
+        """
         parts = [s for s in self.sets[name]]
         changed = False
         for wp, old, prelim, source in self.wavelets[name]:
@@ -456,6 +502,9 @@ class CaptureSets:
             ratio = np.interp(lv, *prelim) / np.maximum(np.interp(lv, *curve), 1e-30)
             if np.all(np.abs(ratio - 1) < 0.05):
                 continue
+            # Outside the preliminary curve's level range it is extrapolated flat: keep the fit there.
+            inside = (curve[0] >= prelim[0][0]) & (curve[0] <= prelim[0][-1])
+            curve = (curve[0], np.where(inside, np.minimum(curve[1], np.interp(curve[0], *prelim)), curve[1]))
             new, _ = wp.levelsets(curve, source=source)
             parts = [new if p is old else p for p in parts]
             changed = True
