@@ -167,3 +167,31 @@ def test_emva_reference_data_missing_image(shared_data, tmp_path):
     (tmp_path / "EMVA1288_Data.txt").write_text("\n".join(out) + "\n")
     with pytest.raises(BadInputError, match="missing.*gone.png"):
         fit_emva(tmp_path / "EMVA1288_Data.txt")
+
+
+def test_pairs_hot_pixels_and_full_well(tmp_path):
+    """Flickering hot pixels are dropped, and a full well below the white level (the variance
+    peaks and falls before white) limits the fit to the linear range."""
+    iso = 800
+    alpha, sigma = truth(iso)
+    rng = np.random.default_rng(8)
+    shape = (400, 600)
+    base = np.clip(natural_scene(*shape, rng=4), 0, 1.2)
+    hot = rng.choice(shape[0] * shape[1], 300, replace=False)
+    files = []
+    for k, g in enumerate((0.2, 0.5, 0.9)):
+        for j in range(2):
+            dn = synthetic_capture(base * g, "RGGB", alpha, sigma, black_level=64, white_level=4095,
+                                   rng=50 + 10 * k + j).astype(np.int64)
+            dn = np.minimum(dn, 64 + int(0.75 * (4095 - 64)))  # full well at 75 % of the range
+            dn.ravel()[hot] += rng.integers(-400, 400, hot.size)  # random telegraph noise
+            p = tmp_path / f"f{k}{j}.dng"
+            write_dng(p, np.clip(dn, 0, 4095).astype(np.uint16), "RGGB", black_level=64, white_level=4095,
+                      iso=iso, exposure_time=0.01 * (k + 1))
+            files.append(InputFile(p, float(iso), "capture", 0.01 * (k + 1), len(files)))
+    fits, _, _ = fit_pairs_iso(float(iso), files, compare_single=False)
+    for p in PLANES:
+        f = fits[p]
+        assert f.gof["saturation_level"] < 0.8
+        assert f.gof["level_range"][1] <= 0.7 * f.gof["saturation_level"] + 1e-9
+        assert abs(f.alpha / alpha[p] - 1) < 0.03, (p, f.alpha / alpha[p])

@@ -405,10 +405,11 @@ def _clipped_at_floor(dns: list[np.ndarray]) -> bool:
 
 
 def _saturation_level(level: np.ndarray, var: np.ndarray) -> float:
-    """Where the photon-transfer curve peaks (full well below the white level), else white.
+    """Where the photon-transfer curve peaks (full well below the white level), else white (1).
 
     Level sets are sorted by level and their variance smoothed (running median of 7); a peak
-    followed by a drop of more than 10 % marks saturation.
+    followed by a drop of more than 10 % marks saturation, unless clipping at white explains
+    it (the peak lies within 4 noise std of white).
     """
     if len(level) < 8:
         return 1.0
@@ -417,7 +418,7 @@ def _saturation_level(level: np.ndarray, var: np.ndarray) -> float:
     k = 7
     sm = np.array([np.median(v[max(0, i - k // 2) : i + k // 2 + 1]) for i in range(len(v))])
     i = int(np.argmax(sm))
-    if i < len(sm) - 1 and sm[i + 1 :].min() < 0.9 * sm[i] and lv[i] < 0.97:
+    if i < len(sm) - 1 and sm[i + 1 :].min() < 0.9 * sm[i] and lv[i] < 1.0 - 4.0 * math.sqrt(max(sm[i], 0.0)):
         return float(lv[i])
     return 1.0
 

@@ -114,16 +114,27 @@ def temporal_levelsets(
     idx = np.flatnonzero(keep)
     mk = m.ravel()[idx].astype(np.float64)
     ids = np.clip(((neigh.ravel()[idx] - lo) * (nbins / (hi - lo))).astype(np.int64), 0, nbins - 1)
-    n = np.bincount(ids, minlength=nbins).astype(np.float64)
-    sm = np.bincount(ids, weights=mk, minlength=nbins)
-    ss = np.zeros(nbins)
-    rl2 = np.zeros(nbins)
-    for l in range(L):
-        r = f[l].ravel()[idx].astype(np.float64) - mk
-        ss += np.bincount(ids, weights=r * r, minlength=nbins)
-        s1 = np.bincount(ids, weights=r, minlength=nbins)
+    R = np.stack([f[l].ravel()[idx].astype(np.float64) - mk for l in range(L)])  # (L, npix) residuals
+    for it in range(2):
+        n = np.bincount(ids, minlength=nbins).astype(np.float64)
+        sm = np.bincount(ids, weights=mk, minlength=nbins)
+        ss = np.zeros(nbins)
+        rl2 = np.zeros(nbins)
+        for l in range(L):
+            ss += np.bincount(ids, weights=R[l] * R[l], minlength=nbins)
+            s1 = np.bincount(ids, weights=R[l], minlength=nbins)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rl2 += s1 * s1 / n
+        if it == 1:
+            break
+        # Hot and flickering (RTS) pixels: drop pixels with a residual beyond 7 std of their set.
         with np.errstate(invalid="ignore", divide="ignore"):
-            rl2 += s1 * s1 / n
+            sd = np.sqrt(np.maximum(ss - rl2, 0.0) / ((n - 1) * (L - 1)))
+        thr = 7.0 * np.nan_to_num(sd, nan=np.inf) * np.sqrt((L - 1) / L)  # std of a residual about the pixel mean
+        keep = np.max(np.abs(R), axis=0) <= thr[ids]
+        if keep.all():
+            break
+        ids, mk, R = ids[keep], mk[keep], R[:, keep]
     dof = (n - 1) * (L - 1)
     good = n >= min_n
     n, sm, ss, rl2, dof = n[good], sm[good], ss[good], rl2[good], dof[good]
