@@ -4,9 +4,8 @@ No chart description is needed: on a block-averaged copy of the four CFA planes,
 flat when its centred differences in x and y stay within ``tau`` times their noise std (from
 the preliminary noise curve) in every plane. Flat blocks, eroded away from edges, form
 connected regions; a capture is a *chart* when several compact (patch-like) regions cover a
-good part of the frame. Each region is cut into tiles; a tile's pixels are one level set,
-its noise the residual std about a least-squares plane (which absorbs illumination
-gradients) with ``n - 3`` degrees of freedom.
+good part of the frame. Each region is cut into tiles, one level set each (see
+:class:`RegionSets` for the choice between a plane-fit residual and the Haar detail).
 """
 
 from __future__ import annotations
@@ -120,7 +119,7 @@ def detect_flat_regions(
         [max(o[0].stop - o[0].start, o[1].stop - o[1].start) / max(1, min(o[0].stop - o[0].start, o[1].stop - o[1].start)) for o in objs]
     )
     fill = area / np.maximum(bbox, 1)
-    patch = keep & (fill >= 0.75) & (aspect <= 6)
+    patch = keep & (fill >= 0.6) & (aspect <= 6)  # 0.6: patches seen at an angle
     # Renumber the kept regions 1..k.
     remap = np.zeros(n + 1, dtype=np.int32)
     remap[1:][keep] = np.arange(1, int(keep.sum()) + 1)
@@ -140,48 +139,114 @@ def detect_flat_regions(
 
 
 class RegionSets:
-    """Geometry of the (region, tile) level sets, shared by the four planes of a capture.
+    """The (region, tile) level sets of a capture, shared by its four planes.
 
-    Everything that does not depend on pixel values (set index of every flat pixel, its
-    coordinates in the tile, the plane-fit normal matrices) is computed once here.
+    Each set gets two noise estimates: the residual std about a least-squares plane fitted to
+    its pixels (``n - 3`` degrees of freedom, fully efficient; removes illumination gradients),
+    and the std of the unit-norm diagonal Haar detail of its coefficients (a third of the
+    efficiency, but blind to anything of the form ``f(x) + g(y)`` and to smooth structure). The
+    plane-fit estimate is used unless it exceeds the Haar one by more than 3 standard errors of
+    their difference, pooled over a region (a patch) or over the whole plane: then the patch
+    (or the chart) holds structure (print texture, a stray edge, a gradient that is not planar)
+    and the Haar estimate is used there. Both are unbiased for pure noise, which switches with
+    probability about 1e-3, so the choice does not bias it.
+
+    Everything that does not depend on pixel values (the set of every pixel and coefficient,
+    plane-fit geometry, jackknife blocks) is computed once here.
     """
+
+    SWITCH_Z = 3.0
 
     def __init__(self, regions: FlatRegions, shape: tuple[int, int], tile: int | None = None):
         f = regions.factor
         hb, wb = regions.labels.shape
         self.h, self.w = h, w = hb * f, wb * f
-        # Block labels expanded to plane pixels (nearest neighbour, without building an HxW copy twice)
         lab = np.repeat(np.repeat(regions.labels, f, axis=0), f, axis=1)
         self.mask = lab > 0
         npx = int(self.mask.sum())
-        self.npx = npx
         if tile is None:
             tile = int(np.clip(np.sqrt(max(npx, 1) / 600.0), 16, 128)) // 2 * 2
         self.tile = tile
-        ys, xs = np.nonzero(self.mask)
         ntx = (w + tile - 1) // tile
         nty = (h + tile - 1) // tile
+        ys, xs = np.nonzero(self.mask)
         key = (lab[ys, xs].astype(np.int64) * nty + ys // tile) * ntx + xs // tile
         # Dense relabelling of the keys through bincount (linear time, no sort).
-        present = np.bincount(key) > 0
+        present = np.bincount(key) > 0 if npx else np.zeros(0, bool)
         remap = np.cumsum(present) - 1
         self.ids = remap[key]
-        self.k = int(present.sum())
+        self.k = k = int(present.sum())
         # Jackknife block of each set: the block of its first pixel (tiles are small).
-        blk = np.zeros(self.k, dtype=np.int64)
+        blk = np.zeros(k, dtype=np.int64)
         blk[self.ids[::-1]] = block_index(ys[::-1], xs[::-1], (h, w))
         self.set_block = blk
-        self.x = (((xs % tile) - (tile - 1) / 2.0) * (2.0 / tile)).astype(np.float64)
-        self.y = (((ys % tile) - (tile - 1) / 2.0) * (2.0 / tile)).astype(np.float64)
-        k, ids, x, y = self.k, self.ids, self.x, self.y
+        reg = np.zeros(k, dtype=np.int64)
+        reg[self.ids] = lab[ys, xs]
+        self.set_region = reg
+        self.x = ((xs % tile) - (tile - 1) / 2.0) * (2.0 / tile)
+        self.y = ((ys % tile) - (tile - 1) / 2.0) * (2.0 / tile)
+        x, y, ids = self.x, self.y, self.ids
         self.geo = np.stack([np.bincount(ids, weights=v, minlength=k) for v in (np.ones_like(x), x, y, x * x, x * y, y * y)])
+        # Coefficients whose 2x2 block lies inside one region, with the set of that block.
+        lc = lab[:-1, :-1]
+        inside = (lc > 0) & (lc == lab[1:, 1:]) & (lc == lab[:-1, 1:]) & (lc == lab[1:, :-1])
+        cy, cx = np.nonzero(inside)
+        ckey = (lc[cy, cx].astype(np.int64) * nty + cy // tile) * ntx + cx // tile
+        ok = ckey < len(remap)
+        ok[ok] &= present[ckey[ok]]
+        self.cids = remap[ckey[ok]]
+        self.cpos = cy[ok].astype(np.int64) * (shape[1] - 1) + cx[ok]  # flat index in the coefficient grid
 
-    def levelsets(self, plane: np.ndarray, lo: float, hi: float, *, valid: np.ndarray | None = None,
-                  min_n: int = 64, source: int = 0) -> LevelSets:
-        """Level sets of one plane: mean and residual std about a least-squares plane per set."""
-        k, ids, x, y = self.k, self.ids, self.x, self.y
+    def levelsets(self, plane: np.ndarray, A: np.ndarray, D: np.ndarray, lo: float, hi: float, *,
+                  valid: np.ndarray | None = None, min_n: int = 64, source: int = 0) -> LevelSets:
+        """Level sets of one plane (its pixels and its Haar split ``A, D``)."""
+        from dpcal.noise.single import KAPPA_HAAR
+
+        k = self.k
         if k == 0:
             return LevelSets.empty("chart")
+        n_p, mean_p, var_p = self._plane_fit(plane, valid)
+        n_h, mean_h, var_h = self._haar(A, D, valid)
+        dof_p = n_p - 3
+        dof_h = (n_h - 1) / KAPPA_HAAR
+        use_h = self._structured(var_p, dof_p, var_h, dof_h, (n_p >= min_n) & (n_h >= min_n)) & (n_h >= min_n)
+        n = np.where(use_h, n_h, n_p)
+        level = np.where(use_h, mean_h, mean_p)
+        var = np.where(use_h, var_h, var_p)
+        dof = np.where(use_h, dof_h, dof_p)
+        kappa = np.where(use_h, KAPPA_HAAR, 1.0)
+        good = (n >= min_n) & np.isfinite(var) & (dof > 8)
+        n, level, var, dof, kappa = n[good], level[good], var[good], dof[good], kappa[good]
+        kk = len(n)
+        return LevelSets(
+            level=level, std=unbiased_std(np.maximum(var, 0.0), dof), n=n, c=1.0 / n, d=1.0 / (2 * dof),
+            lo=np.full(kk, lo), hi=np.full(kk, hi), source=np.full(kk, source), kind="chart",
+            parts={"block": self.set_block[good]},
+        )
+
+    def _structured(self, var_p, dof_p, var_h, dof_h, ok) -> np.ndarray:
+        """Sets whose plane-fit variance exceeds the Haar one significantly, judged per region
+        and over the whole plane (relative differences pooled with inverse-variance weights)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = var_p / var_h - 1.0
+            vr = 2.0 / dof_p + 2.0 / dof_h  # variance of r for pure noise (covariance ignored: conservative)
+        ok = ok & np.isfinite(r) & np.isfinite(vr) & (vr > 0)
+        w = np.where(ok, 1.0 / np.where(ok, vr, 1.0), 0.0)
+        rw = np.where(ok, r, 0.0) * w
+
+        def z(num, den):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(den > 0, num / np.sqrt(den), 0.0)
+
+        if z(rw.sum(), w.sum()) > self.SWITCH_Z:
+            return np.ones(len(r), dtype=bool)
+        nreg = int(self.set_region.max()) + 1
+        zr = z(np.bincount(self.set_region, weights=rw, minlength=nreg), np.bincount(self.set_region, weights=w, minlength=nreg))
+        return zr[self.set_region] > self.SWITCH_Z
+
+    def _plane_fit(self, plane, valid):
+        """Per set: pixel count, mean and residual variance about a least-squares plane."""
+        k, ids, x, y = self.k, self.ids, self.x, self.y
         z = plane[: self.h, : self.w][self.mask].astype(np.float64)
         n0 = self.geo[0]
         mz = np.bincount(ids, weights=z, minlength=k) / np.maximum(n0, 1)
@@ -203,27 +268,39 @@ class RegionSets:
             dropped |= new
         beta, var = _plane_fit(sums)
         n = sums[0]
-        level = mz + sums[6] / np.maximum(n, 1)  # mean of the kept pixels
-        good = (n >= min_n) & np.isfinite(var)
-        n, level, var = n[good], level[good], var[good]
-        std = unbiased_std(var, n - 3)
-        kk = len(n)
-        # One-hot per-block sums (a tile lies in one block): removing a block removes its sets.
-        onehot = np.zeros((n_blocks(), kk))
-        onehot[self.set_block[good], np.arange(kk)] = 1.0
-        rss = var * (n - 3)
-        parts = {"n": onehot * n, "s1": np.zeros((n_blocks(), kk)), "s2": onehot * rss, "sa": onehot * level * n,
-                 "dof_loss": 3, "kappa": 1.0}
-        return LevelSets(
-            level=level, std=std, n=n, c=1.0 / n, d=1.0 / (2 * (n - 3)),
-            lo=np.full(kk, lo), hi=np.full(kk, hi), source=np.full(kk, source), kind="chart", parts=parts,
-        )
+        return n, mz + sums[6] / np.maximum(n, 1), var
 
     def _sums(self, sel: np.ndarray, zc: np.ndarray) -> np.ndarray:
-        """The 10 per-set sums restricted to the pixels ``sel`` (to subtract them)."""
+        """The 10 per-set sums of the plane fit restricted to the pixels ``sel`` (to subtract them)."""
         ii, xx, yy, zz = self.ids[sel], self.x[sel], self.y[sel], zc[sel]
         vals = (np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy, zz, xx * zz, yy * zz, zz * zz)
         return np.stack([np.bincount(ii, weights=v, minlength=self.k) for v in vals])
+
+    def _haar(self, A, D, valid):
+        """Per set: coefficient count, mean of ``A`` and variance of ``D`` (7-std clipped)."""
+        k, ids, pos = self.k, self.cids, self.cpos
+        if valid is not None:
+            vc = (valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, :-1] & valid[1:, 1:]).ravel()[pos]
+            ids, pos = ids[vc], pos[vc]
+        a = A.ravel()[pos]
+        d = D.ravel()[pos]
+        for it in range(2):
+            n = np.bincount(ids, minlength=k).astype(np.float64)
+            s1 = np.bincount(ids, weights=d, minlength=k)
+            s2 = np.bincount(ids, weights=d * d, minlength=k)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mu = s1 / n
+                var = (s2 - s1 * mu) / (n - 1)
+            if it == 1:
+                break
+            thr = np.minimum(7.0 * np.sqrt(np.nan_to_num(np.maximum(var, 0.0), nan=np.inf)), 3e38).astype(np.float32)
+            keep = np.abs(d - np.nan_to_num(mu).astype(np.float32)[ids]) <= thr[ids]
+            if keep.all():
+                break
+            ids, a, d = ids[keep], a[keep], d[keep]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(ids, weights=a, minlength=k) / n
+        return n, mean, var
 
 
 def _plane_fit(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,9 +327,7 @@ def region_levelsets(
     min_n: int = 64,
     source: int = 0,
 ) -> LevelSets:
-    """Level sets from flat regions: one set per (region, tile), noise about a fitted plane.
-
-    Convenience wrapper of :class:`RegionSets` for a single plane.
+    """Level sets from flat regions: one set per (region, tile) (see :class:`RegionSets`).
 
     Parameters
     ----------
@@ -266,4 +341,7 @@ def region_levelsets(
     min_n : int
         Smallest set kept.
     """
-    return RegionSets(regions, plane.shape, tile).levelsets(plane, lo, hi, valid=valid, min_n=min_n, source=source)
+    from dpcal.noise.single import haar_split
+
+    A, D = haar_split(plane)
+    return RegionSets(regions, plane.shape, tile).levelsets(plane, A, D, lo, hi, valid=valid, min_n=min_n, source=source)

@@ -354,10 +354,11 @@ def _jackknife(sets: LevelSets, a: float, b: float, eps: float) -> tuple[float, 
     replicates differ little). Their spread measures how much the estimate depends on which
     part of the image it comes from, which the curvature alone does not see.
     """
-    nb = sets.parts["n"].shape[0]
+    from dpcal.noise.levelsets import has_block, n_blocks
+
     est = []
-    for blk in range(nb):
-        if not sets.parts["n"][blk].any():
+    for blk in range(n_blocks()):
+        if not has_block(sets, blk):
             continue
         s = sets.without_block(blk)
         if len(s) < 3:

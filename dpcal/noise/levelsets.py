@@ -34,8 +34,9 @@ class LevelSets:
     hi: np.ndarray
     source: np.ndarray
     kind: str = "levelset"
-    #: per spatial block partial sums, for the block jackknife: ``{"n", "s1", "s2", "sa"}`` arrays
-    #: of shape (blocks, sets) and ``"dof_loss"`` (1 for a mean, 3 for a plane fit); None if absent
+    #: for the block jackknife, either per spatial block partial sums ``{"n", "s1", "s2", "sa"}``
+    #: (arrays of shape (blocks, sets)) with ``"dof_loss"`` and ``"kappa"`` (sets that span the
+    #: image), or ``{"block": (sets,)}`` (each set lies in one block); None if absent
     parts: dict | None = None
 
     def __post_init__(self):
@@ -56,7 +57,8 @@ class LevelSets:
     def select(self, mask: np.ndarray) -> "LevelSets":
         parts = None
         if self.parts is not None:
-            parts = {k: (v[:, mask] if isinstance(v, np.ndarray) else v) for k, v in self.parts.items()}
+            parts = {k: ((v[mask] if v.ndim == 1 else v[:, mask]) if isinstance(v, np.ndarray) else v)
+                     for k, v in self.parts.items()}
         return LevelSets(*(getattr(self, f)[mask] for f in _FIELDS), kind=self.kind, parts=parts)
 
     @staticmethod
@@ -66,7 +68,9 @@ class LevelSets:
             return LevelSets.empty()
         kinds = {p.kind for p in parts}
         jk = None
-        if all(p.parts is not None for p in parts) and len({p.parts["n"].shape[0] for p in parts}) == 1 \
+        if all(p.parts is not None and "block" in p.parts for p in parts):
+            jk = {"block": np.concatenate([p.parts["block"] for p in parts])}
+        elif all(p.parts is not None and "n" in p.parts for p in parts) and len({p.parts["n"].shape[0] for p in parts}) == 1 \
                 and len({(p.parts["dof_loss"], p.parts.get("kappa")) for p in parts}) == 1:
             jk = {k: np.concatenate([p.parts[k] for p in parts], axis=1) for k in ("n", "s1", "s2", "sa")}
             jk["dof_loss"] = parts[0].parts["dof_loss"]
@@ -79,6 +83,8 @@ class LevelSets:
     def without_block(self, b: int, kappa: float = 1.0) -> "LevelSets":
         """The sets recomputed without spatial block ``b`` (block jackknife replicate)."""
         P = self.parts
+        if "block" in P:
+            return self.select(P["block"] != b)
         n = P["n"].sum(0) - P["n"][b]
         s1 = P["s1"].sum(0) - P["s1"][b]
         s2 = P["s2"].sum(0) - P["s2"][b]
@@ -129,3 +135,9 @@ def block_index(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> n
 
 def n_blocks() -> int:
     return JACKKNIFE_GRID[0] * JACKKNIFE_GRID[1]
+
+
+def has_block(sets: "LevelSets", b: int) -> bool:
+    """Whether spatial block ``b`` contributes to any set (jackknife replicates skip empty blocks)."""
+    P = sets.parts
+    return bool(np.any(P["block"] == b)) if "block" in P else bool(P["n"][b].any())

@@ -459,7 +459,8 @@ class CaptureSets:
             info["scene"] = "chart"
             geo = chart.RegionSets(regions, P.shape[-2:])
             for i in idx:
-                s = geo.levelsets(P[i], lo4[i], hi4[i], valid=None if valid is None else valid[i], source=source)
+                s = geo.levelsets(P[i], wps[i].A, wps[i].D, lo4[i], hi4[i],
+                                  valid=None if valid is None else valid[i], source=source)
                 self.sets[PLANES[i]].append(s)
         else:
             info["scene"] = "natural"
