@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from dpcal.noise.levelsets import LevelSets, block_index, n_blocks, unbiased_std
+from dpcal.noise.levelsets import LevelSets, block_index, clipped_group_sums, unbiased_std
 
 #: target long side (in blocks) of the block-averaged image used for segmentation
 TARGET_BLOCKS = 256
@@ -282,25 +282,9 @@ class RegionSets:
         if valid is not None:
             vc = (valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, :-1] & valid[1:, 1:]).ravel()[pos]
             ids, pos = ids[vc], pos[vc]
-        a = A.ravel()[pos]
-        d = D.ravel()[pos]
-        for it in range(2):
-            n = np.bincount(ids, minlength=k).astype(np.float64)
-            s1 = np.bincount(ids, weights=d, minlength=k)
-            s2 = np.bincount(ids, weights=d * d, minlength=k)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mu = s1 / n
-                var = (s2 - s1 * mu) / (n - 1)
-            if it == 1:
-                break
-            thr = np.minimum(7.0 * np.sqrt(np.nan_to_num(np.maximum(var, 0.0), nan=np.inf)), 3e38).astype(np.float32)
-            keep = np.abs(d - np.nan_to_num(mu).astype(np.float32)[ids]) <= thr[ids]
-            if keep.all():
-                break
-            ids, a, d = ids[keep], a[keep], d[keep]
+        n, s1, s2, sa = clipped_group_sums(ids, D.ravel()[pos], A.ravel()[pos], k)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.bincount(ids, weights=a, minlength=k) / n
-        return n, mean, var
+            return n, sa / n, (s2 - s1 * s1 / n) / (n - 1)
 
 
 def _plane_fit(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -120,6 +120,41 @@ def unbiased_std(var: np.ndarray, dof: np.ndarray) -> np.ndarray:
     return np.sqrt(var) / (1.0 - 1.0 / (4.0 * dof) + 1.0 / (32.0 * dof * dof))
 
 
+def clipped_group_sums(key: np.ndarray, d: np.ndarray, a: np.ndarray, size: int, ngroups: int | None = None,
+                       k_std: float = 7.0):
+    """Per-key count and sums of ``d``, ``d^2`` and ``a`` after dropping outliers of ``d``.
+
+    Keys map to groups by ``key % ngroups`` (default: each key is its group); a value of ``d``
+    farther than ``k_std`` std from its group's mean is dropped (hot and dead pixels, stray
+    edges) and the sums recomputed once. Returns ``(n, s1, s2, sa)`` per key (float64).
+
+    Examples
+    --------
+    >>> d = np.r_[np.random.default_rng(0).normal(0, 1, 999), 50.0].astype(np.float32)
+    >>> n, s1, s2, sa = clipped_group_sums(np.zeros(1000, int), d, d, 1)
+    >>> int(n[0])
+    999
+    """
+    ng = ngroups or size
+    for it in range(2):
+        n = np.bincount(key, minlength=size).astype(np.float64)
+        s1 = np.bincount(key, weights=d, minlength=size)  # float64 accumulation
+        s2 = np.bincount(key, weights=d * d, minlength=size)
+        if it == 1:
+            break
+        gn, g1, g2 = (x.reshape(-1, ng).sum(0) for x in (n, s1, s2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mu = g1 / gn
+            var = (g2 - g1 * mu) / (gn - 1)
+        thr = np.minimum(k_std * np.sqrt(np.nan_to_num(np.maximum(var, 0.0), nan=np.inf)), 3e38).astype(np.float32)
+        grp = key % ng if ng != size else key
+        keep = np.abs(d - np.nan_to_num(mu).astype(np.float32)[grp]) <= thr[grp]
+        if keep.all():
+            break
+        key, d, a = key[keep], d[keep], a[keep]
+    return n, s1, s2, np.bincount(key, weights=a, minlength=size)
+
+
 #: spatial blocks of the jackknife (columns x rows along the long and short side)
 JACKKNIFE_GRID = (4, 2)
 

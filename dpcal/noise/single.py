@@ -33,7 +33,7 @@ import numpy as np
 from dpcal.cfa import PLANES
 from dpcal.errors import FitError
 from dpcal.noise.fit import NoiseFit, fit_levelsets
-from dpcal.noise.levelsets import LevelSets, block_index, n_blocks, unbiased_std
+from dpcal.noise.levelsets import LevelSets, block_index, clipped_group_sums, n_blocks, unbiased_std
 
 log = logging.getLogger("dpcal")
 
@@ -243,28 +243,9 @@ class WaveletPlane:
         d = self.D.ravel()[idx]
         a = self.A.ravel()[idx]
         size = nb * nbins
-        for it in range(2):
-            nk = np.bincount(key, minlength=size).astype(np.float64)
-            s1k = np.bincount(key, weights=d, minlength=size)  # float64 accumulation
-            s2k = np.bincount(key, weights=d * d, minlength=size)
-            n = nk.reshape(nb, nbins).sum(0)
-            s1 = s1k.reshape(nb, nbins).sum(0)
-            s2 = s2k.reshape(nb, nbins).sum(0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mu = s1 / n
-                var = (s2 - s1 * mu) / (n - 1)
-            if it == 1:
-                break
-            # Hot pixels and residual edges: drop coefficients beyond 7 std of their set.
-            thr = np.minimum(7.0 * np.sqrt(np.nan_to_num(np.maximum(var, 0.0), nan=np.inf)), 3e38).astype(np.float32)
-            mu32 = np.nan_to_num(mu).astype(np.float32)
-            # |d - mu| <= thr, tested through the set's key (bin = key % nbins) without a copy per bin
-            ids = key % nbins
-            keep = np.abs(d - mu32[ids]) <= thr[ids]
-            if keep.all():
-                break
-            key, d, a = key[keep], d[keep], a[keep]
-        sak = np.bincount(key, weights=a, minlength=size)
+        # Per (block, bin) sums; outliers judged against their bin (all blocks together).
+        nk, s1k, s2k, sak = clipped_group_sums(key, d, a, size, nbins)
+        n = nk.reshape(nb, nbins).sum(0)
         # Sparse bins (small images, few flat areas) are merged with their neighbours, within
         # at most MERGE_SPAN bins, until a set has min_n coefficients.
         group = merge_bins(n, min_n)
