@@ -29,4 +29,8 @@ def demo(out_dir: str, profile_id: str, seed: int, overwrite: bool, as_json: boo
     click.echo("  noise at the paper's light levels (plane R):")
     for row in s["noise_by_lux"]:
         click.echo(f"    {row['lux']:>6g} lux  ISO {row['iso']:>9.0f}  alpha {row['alpha']['R']:.4g}  sigma {row['sigma']['R']:.4g}")
+    click.echo("  fit-noise on the capture (fitted vs profile):")
+    for r in s.get("fit_noise", []):
+        click.echo(f"    {r['plane']:<3} alpha {r['alpha']:.4g} ± {r['alpha_std']:.2g} (profile {r['alpha_profile']:.4g})  "
+                   f"sigma {r['sigma']:.4g} ± {r['sigma_std']:.2g} (profile {r['sigma_profile']:.4g})")
     click.echo(f"summary: {s['out']}/summary.json")
