@@ -15,6 +15,8 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwar
 @click.option("--kernel-size", type=int, default=31, show_default=True, help="Kernel size (odd, full-sensor px).")
 @click.option("--grid", nargs=2, type=click.IntRange(min=1), default=(8, 6), show_default=True,
               help="Nodes along x and y.")
+@click.option("--nodes", type=click.Choice(["coverage", "sensor"]), default="coverage", show_default=True,
+              help="Spread the grid over the area that sees the chart, or over the whole sensor.")
 @click.option("--profile", "profile_id", help="Take the noise model from this profile (default: measure it).")
 @click.option("--prior", type=click.Choice(["laplacian", "gradient"]), default="laplacian", show_default=True,
               help="Tikhonov smoothness prior on each kernel.")
@@ -27,7 +29,7 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwar
 @raw_options
 @overwrite_option
 @json_option
-def fit_psf(captures, chart_path, out_path, kernel_size, grid, profile_id, prior, distortion, no_smooth, plots_dir,
+def fit_psf(captures, chart_path, out_path, kernel_size, grid, nodes, profile_id, prior, distortion, no_smooth, plots_dir,
             attach_path, overwrite, as_json, **kw):
     """Estimate the lens PSF per CFA plane across the field from RAW captures of a PSF chart.
 
@@ -45,7 +47,7 @@ def fit_psf(captures, chart_path, out_path, kernel_size, grid, profile_id, prior
     chart = load_chart(chart_path)
     raws = [read_raw(c, **rk) for c in captures]
     dist = () if distortion.strip().lower() == "none" else tuple(d.strip() for d in distortion.split(",") if d.strip())
-    res = _fit(raws, chart, kernel_size=kernel_size, grid=tuple(grid), profile=profile_id, prior=prior,
+    res = _fit(raws, chart, kernel_size=kernel_size, grid=tuple(grid), nodes=nodes, profile=profile_id, prior=prior,
                distortion=dist, smooth=not no_smooth, progress=not as_json)
     res.field.save(out_path)
     doc = res.to_dict()

@@ -92,23 +92,37 @@ class _Prepared:
 # node grid
 
 
-def node_grid(width: int, height: int, gx: int, gy: int) -> tuple[np.ndarray, np.ndarray]:
-    """Node coordinates at the centres of a ``gx x gy`` partition of the sensor.
+def node_grid(width: int, height: int, gx: int, gy: int, origin: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Node coordinates at the centres of a ``gx x gy`` partition of a ``width x height`` region.
+
+    The region's top-left pixel is ``origin`` (default: the whole sensor from (0, 0)).
 
     Examples
     --------
     >>> node_grid(800, 600, 4, 3)[0]
     array([ 99.5, 299.5, 499.5, 699.5])
     """
-    xs = (np.arange(gx) + 0.5) * width / gx - 0.5
-    ys = (np.arange(gy) + 0.5) * height / gy - 0.5
+    xs = origin[0] + (np.arange(gx) + 0.5) * width / gx - 0.5
+    ys = origin[1] + (np.arange(gy) + 0.5) * height / gy - 0.5
     return xs, ys
 
 
-def _tile_bounds(width: int, height: int, gx: int, gy: int):
-    ex = np.round(np.arange(gx + 1) * width / gx).astype(int)
-    ey = np.round(np.arange(gy + 1) * height / gy).astype(int)
+def _tile_bounds(width: int, height: int, gx: int, gy: int, origin: tuple[int, int] = (0, 0)):
+    ex = origin[0] + np.round(np.arange(gx + 1) * width / gx).astype(int)
+    ey = origin[1] + np.round(np.arange(gy + 1) * height / gy).astype(int)
     return ex, ey
+
+
+def coverage_box(prepared) -> tuple[int, int, int, int]:
+    """Bounding box ``(x0, y0, x1, y1)`` of the sensor pixels with usable chart data."""
+    any_valid = np.zeros_like(prepared[0].valid)
+    for p in prepared:
+        any_valid |= p.valid
+    cols = np.nonzero(any_valid.any(0))[0]
+    rows = np.nonzero(any_valid.any(1))[0]
+    if len(cols) == 0:
+        raise FitError("no sensor pixel sees the chart with a whole kernel around it")
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,6 +458,7 @@ def fit_psf(
     *,
     kernel_size: int = 31,
     grid: tuple[int, int] = (8, 6),
+    nodes: str = "coverage",
     profile=None,
     distortion: tuple[str, ...] = ("k1", "k2"),
     regularization: float | None = None,
@@ -469,7 +484,12 @@ def fit_psf(
         Output kernel size (odd); the estimated support is chosen per tile from the data and
         is at most this.
     grid : (gx, gy)
-        Number of nodes along x and y; nodes sit at the centres of an even partition.
+        Number of nodes along x and y; nodes sit at the centres of an even partition of
+        ``nodes``.
+    nodes : {"coverage", "sensor"}
+        Partition the bounding box of the sensor area that sees the chart (default: every node
+        has data around it; the field extends constantly beyond the outer nodes), or the whole
+        sensor (nodes the chart does not reach are extrapolated).
     profile : Profile or str, optional
         Take the noise model for the weights from this profile at each capture's ISO instead
         of measuring it on the chart's flat areas.
@@ -542,8 +562,15 @@ def fit_psf(
     noise_report = {p.name: p.noise for p in prepared}
 
     # --- tiles -----------------------------------------------------------------------------
-    xs_nodes, ys_nodes = node_grid(w, h, gx, gy)
-    ex, ey = _tile_bounds(w, h, gx, gy)
+    if nodes == "sensor":
+        box = (0, 0, w, h)
+    elif nodes == "coverage":
+        box = coverage_box(prepared)
+    else:
+        raise BadInputError(f"nodes must be 'coverage' or 'sensor', got {nodes!r}")
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    xs_nodes, ys_nodes = node_grid(bw, bh, gx, gy, box[:2])
+    ex, ey = _tile_bounds(bw, bh, gx, gy, box[:2])
     order = {"laplacian": 2, "gradient": 1}.get(prior)
     if order is None:
         raise BadInputError(f"prior must be 'laplacian' or 'gradient', got {prior!r}")
@@ -571,6 +598,7 @@ def fit_psf(
         "median_reduced_chi2": float(np.median([t["reduced_chi2"] for t in rel if t["reduced_chi2"] is not None]))
         if any(t["reduced_chi2"] is not None for t in rel) else None,
         "tiles_extrapolated": int(sum(1 for t in rel if t["extrapolated"])),
+        "node_region": list(box),
         "field_model": smoothing,
         "prior": prior,
     }
@@ -1179,3 +1207,21 @@ def attach_to_profile(profile_path: str | os.PathLike, field_path: str | os.Path
 
     Profile(doc, pp).save(pp)
     return doc["psf"]
+
+
+def compare_fields(est: PSFField, truth: PSFField) -> np.ndarray:
+    """Relative L2 error ``[gy, gx, planes]`` of ``est`` against ``truth`` at ``est``'s nodes.
+
+    ``truth`` is evaluated where ``est`` has its nodes (:meth:`PSFField.kernel_at`: the bilinear
+    blend the simulator applies there), so fields on different grids compare fairly.
+    """
+    from dpcal.psf.estimate import relative_l2
+
+    gy, gx = est.psf.shape[:2]
+    out = np.zeros((gy, gx, len(est.planes)))
+    for j in range(gy):
+        for i in range(gx):
+            x, y = est.node_xy[j, i]
+            for c, p in enumerate(est.planes):
+                out[j, i, c] = relative_l2(est.psf[j, i, c], truth.kernel_at(x, y, p))
+    return out
