@@ -722,49 +722,53 @@ def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_ord
         uh = _half(p.u)
         vh = _half(p.valid.astype(np.float32)) == 1.0
         nh = _half(p.in_noise.astype(np.float32)) == 1.0
-        halves.append((bh, uh, vh & nh & np.isfinite(bh)))
+        halves.append((bh, np.pad(uh, rh, constant_values=np.nan), vh & nh & np.isfinite(bh)))
     D = smoothness_operator(Kh, prior_order)
     out = {}
-    for j in range(gy):
-        for i in range(gx):
-            ne = NormalEquations.empty(Kh, 1)
-            tot_var = 0.0
-            n_tot = 0
-            for bh, uh, vh in halves:
-                y0, y1, x0, x1 = ey[j] // 2, ey[j + 1] // 2, ex[i] // 2, ex[i + 1] // 2
-                ys, xs = np.nonzero(vh[y0:y1, x0:x1])
-                if len(ys) == 0:
-                    continue
-                sel = rng.choice(len(ys), size=min(pilot_rows, len(ys)), replace=False)
-                ys, xs = ys[sel] + y0, xs[sel] + x0
-                pad = np.pad(uh, rh, constant_values=np.nan)
-                A = _rows_im2col(pad, Kh, ys, xs)
-                if not np.all(np.isfinite(A)):
-                    ok = np.all(np.isfinite(A), 1)
-                    A, ys, xs = A[ok], ys[ok], xs[ok]
-                bb = bh[ys, xs]
-                A = np.concatenate([A, np.ones((len(bb), 1), np.float32)], 1)
-                ne.add(A, bb, np.ones(len(bb), np.float32))
-                tot_var += float(((bb - bb.mean()) ** 2).sum())
-                n_tot += len(bb)
-            if ne.n < 4 * Kh * Kh:
-                out[(j, i)] = _PilotTile(None, None, -1, 0.0, None, ne.n)
+    # The central tile first: its evidence-optimal regularisation serves all pilot tiles (the
+    # pilot only needs a sound kernel shape, and the eigen-decomposition is its costliest step).
+    order = sorted(((j, i) for j in range(gy) for i in range(gx)),
+                   key=lambda t: (t[0] - (gy - 1) / 2) ** 2 + (t[1] - (gx - 1) / 2) ** 2)
+    lam = None
+    for (j, i) in order:
+        ne = NormalEquations.empty(Kh, 1)
+        tot_var = 0.0
+        n_tot = 0
+        for bh, pad, vh in halves:
+            y0, y1, x0, x1 = ey[j] // 2, ey[j + 1] // 2, ex[i] // 2, ex[i + 1] // 2
+            ys, xs = np.nonzero(vh[y0:y1, x0:x1])
+            if len(ys) == 0:
                 continue
-            Q, q, bwb = _reduce(ne)
+            sel = rng.choice(len(ys), size=min(pilot_rows, len(ys)), replace=False)
+            ys, xs = ys[sel] + y0, xs[sel] + x0
+            A = _rows_im2col(pad, Kh, ys, xs)
+            if not np.all(np.isfinite(A)):
+                ok = np.all(np.isfinite(A), 1)
+                A, ys, xs = A[ok], ys[ok], xs[ok]
+            bb = bh[ys, xs]
+            A = np.concatenate([A, np.ones((len(bb), 1), np.float32)], 1)
+            ne.add(A, bb, np.ones(len(bb), np.float32))
+            tot_var += float(((bb - bb.mean()) ** 2).sum())
+            n_tot += len(bb)
+        if ne.n < 4 * Kh * Kh:
+            out[(j, i)] = _PilotTile(None, None, -1, 0.0, None, ne.n)
+            continue
+        Q, q, bwb = _reduce(ne)
+        if lam is None:
             lam = _evidence_lambda(Q, q, D, ne.n, bwb)
-            sol = solve_kernel(ne, lam, D)
-            kh = sol.kernel
-            # posterior standard deviation of the (normalised) coefficients
-            try:
-                Lc = np.linalg.cholesky(Q + lam * D)
-                var = (np.linalg.inv(Lc) ** 2).sum(0) * max(sol.reduced_chi2, 1e-12)
-                noise = float(np.sqrt(np.mean(var))) / max(sol.gain, 1e-12)
-            except np.linalg.LinAlgError:
-                noise = None
-            radius_h, border = _support_radius(kh, (K // 2) / 2 + 0.5, noise)
-            r2 = 1.0 - sol.chi2 / max(tot_var, 1e-12)
-            kf = _upsample_kernel(kh, K)
-            out[(j, i)] = _PilotTile(kh, kf, min(K // 2, 2 * radius_h + 2), border, r2, ne.n)
+        sol = solve_kernel(ne, lam, D)
+        kh = sol.kernel
+        # posterior standard deviation of the (normalised) coefficients
+        try:
+            Lc = np.linalg.cholesky(Q + lam * D)
+            var = (np.linalg.inv(Lc) ** 2).sum(0) * max(sol.reduced_chi2, 1e-12)
+            noise = float(np.sqrt(np.mean(var))) / max(sol.gain, 1e-12)
+        except np.linalg.LinAlgError:
+            noise = None
+        radius_h, border = _support_radius(kh, (K // 2) / 2 + 0.5, noise)
+        r2 = 1.0 - sol.chi2 / max(tot_var, 1e-12)
+        kf = _upsample_kernel(kh, K)
+        out[(j, i)] = _PilotTile(kh, kf, min(K // 2, 2 * radius_h + 2), border, r2, ne.n)
     return out
 
 
