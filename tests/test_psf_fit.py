@@ -168,6 +168,25 @@ def test_fit_does_not_depend_on_dpcal_renderer(spec, rng):
     assert cx == pytest.approx(tx, abs=0.1) and cy == pytest.approx(ty, abs=0.1)
 
 
+def test_fit_display_frame_sequence():
+    """Display route: checkerboard frame for geometry, black and white frames, two noise frames."""
+    dspec = build_spec("psf", screen=(480, 360), square=12, n_noise_frames=2, cell_px=1)
+    k = gaussian_kernel(K, 1.3, 1.0, theta=0.4)
+    lens = PSFField(np.broadcast_to(k, (1, 1, 4, K, K)).copy(), np.zeros((1, 1, 2)), sensor_size=(W, H))
+    m = pose_mapping(dspec.size_px, (W, H), fill=0.9, rotate_deg=1, tilt_deg=(3, -2), k1=-0.03)
+    raws = []
+    for f in range(len(dspec.frames)):
+        cap = render_capture(chart_raster(dspec, f), m, field=lens, iso=200, rng=f, black_reflectance=0.002,
+                             background=0.02)
+        raws.append(RawImage(cap.dn, cap.pattern, tuple(cap.black_level), cap.white_level, iso=200, path=f"f{f}"))
+    res = fit_psf(raws, dspec, kernel_size=K, grid=(2, 2))
+    err = compare_fields(res.field, lens)
+    assert res.summary["registration_rms_px"] < 0.05
+    assert np.median(err) < 0.03 and err.max() < 0.05
+    with pytest.raises(BadInputError, match="frame sequence"):
+        fit_psf(raws[:3], dspec, kernel_size=K)
+
+
 def test_bad_inputs(spec):
     truth = varying_field()
     with pytest.raises(BadInputError, match="saturated"):

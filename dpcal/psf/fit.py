@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -265,7 +266,9 @@ def _photometry_display(black_y: np.ndarray, white_y: np.ndarray, u: np.ndarray,
         for img in (black_y, white_y):
             sub = np.where(on, img, np.nan)[dy::2, dx::2]
             hh, ww = sub.shape[0] // blk * blk, sub.shape[1] // blk * blk
-            med = np.nanmedian(sub[:hh, :ww].reshape(hh // blk, blk, ww // blk, blk), axis=(1, 3))
+            with warnings.catch_warnings():  # blocks off the screen are all NaN, and filled below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = np.nanmedian(sub[:hh, :ww].reshape(hh // blk, blk, ww // blk, blk), axis=(1, 3))
             med = _fill_nan(med)
             full = cv2.resize(med.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
             fields.append(full)
