@@ -635,7 +635,9 @@ def _prepare(raws, chart, pattern, R, distortion, supersample, prof) -> list[_Pr
             ss = supersample or _auto_supersample(loc)
             chart_img = chart_raster(chart, frames[0])
             u = rasterize(chart_img, loc.mapping, supersample=ss)
-            black, white, nstats = _photometry_print(y, u, pattern, R + 2)
+            # Flat areas: away from edges by the kernel radius, but keep something of every square.
+            sq_px = chart.square * float(np.median(loc.mapping.scale_at(chart.corners)))
+            black, white, nstats = _photometry_print(y, u, pattern, max(2, min(R + 2, int(0.3 * sq_px))))
             out.append(_finish(raw, y, u, black, white, nstats, loc, chart, R, prof))
         return out
     # display: geometry from the checkerboard frame, photometry from black/white frames
