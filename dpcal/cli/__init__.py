@@ -21,6 +21,7 @@ from dpcal.errors import DpcalError
 COMMANDS = {
     "info": ("dpcal.cli.info:info", "Show the CFA, levels and metadata of a RAW file."),
     "profile": ("dpcal.cli.profile:profile", "List, show, validate camera profiles and query their noise."),
+    "simulate": ("dpcal.cli.simulate:simulate", "Simulate noisy low-light RAW datasets from image folders."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 
