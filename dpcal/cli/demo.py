@@ -29,4 +29,7 @@ def demo(out_dir: str, profile_id: str, seed: int, overwrite: bool, as_json: boo
     click.echo("  noise at the paper's light levels (plane R):")
     for row in s["noise_by_lux"]:
         click.echo(f"    {row['lux']:>6g} lux  ISO {row['iso']:>9.0f}  alpha {row['alpha']['R']:.4g}  sigma {row['sigma']['R']:.4g}")
+    sim = s["simulate"]
+    click.echo(f"  simulated RAW dataset: {sim['ok']} of {sim['images']} synthetic images -> {sim['dst']} "
+               f"({sim['pattern']}, {sim['lux'][0]:g}-{sim['lux'][1]:g} lux), preview {sim['preview']}")
     click.echo(f"summary: {s['out']}/summary.json")
