@@ -76,7 +76,7 @@ def simulate(src, dst, profile_id, lux, mode, linearize, pattern, quantize, psf,
     import os
 
     from dpcal.sim.dataset import simulate_dataset
-    from dpcal.sim.simulator import parse_lux
+    from dpcal.sim.config import parse_lux
 
     lo, hi = parse_lux(lux)
     res = simulate_dataset(

@@ -7,30 +7,30 @@
 - :mod:`dpcal.sim.geometry`: decoding and the crop/resize rules (reference and realistic).
 - :mod:`dpcal.sim.dataset`: :func:`simulate_dataset` (resumable, deterministic, parallel).
 - :mod:`dpcal.sim.moments`: clipped Poisson-Gaussian moments for checking the output.
+
+Names are imported lazily, so that ``import dpcal.sim`` (and settings errors) do not pay for
+importing torch.
 """
 
-from dpcal.sim.color import LINEARIZE, linearize, srgb_to_linear, unprocess
-from dpcal.sim.dataset import discover, imagenet_synsets, simulate_dataset
-from dpcal.sim.ops import cfa_mask, mosaic, mosaic3, poisson_gaussian, quantize
-from dpcal.sim.simulator import MODES, PSF_POSITIONS, SimConfig, SimResult, Simulator, psf_for_image
+import importlib
 
-__all__ = [
-    "LINEARIZE",
-    "MODES",
-    "PSF_POSITIONS",
-    "SimConfig",
-    "SimResult",
-    "Simulator",
-    "cfa_mask",
-    "discover",
-    "imagenet_synsets",
-    "linearize",
-    "mosaic",
-    "mosaic3",
-    "poisson_gaussian",
-    "psf_for_image",
-    "quantize",
-    "simulate_dataset",
-    "srgb_to_linear",
-    "unprocess",
-]
+_WHERE = {
+    "LINEARIZE": "config", "MODES": "config", "PSF_POSITIONS": "config", "SimConfig": "config", "parse_lux": "config",
+    "SimResult": "simulator", "Simulator": "simulator", "psf_for_image": "simulator",
+    "cfa_mask": "ops", "mosaic": "ops", "mosaic3": "ops", "poisson_gaussian": "ops", "quantize": "ops",
+    "linearize": "color", "srgb_to_linear": "color", "unprocess": "color",
+    "discover": "dataset", "imagenet_synsets": "dataset", "simulate_dataset": "dataset",
+    "load_image": "geometry",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"dpcal.sim.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'dpcal.sim' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -21,9 +21,8 @@ from typing import Sequence
 
 import torch
 
+from dpcal.sim.config import LINEARIZE
 from dpcal.sim.ops import Generators, draw
-
-LINEARIZE = ("none", "gamma", "unprocess")
 
 #: XYZ -> camera matrices of four cameras (Brooks et al. 2019); a random convex combination
 #: of them is drawn per image.

@@ -25,6 +25,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -380,7 +381,7 @@ def _run_dask(cfg, chunks, scheduler, on_result):
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         cfg_f = client.scatter(cfg, broadcast=True)
         it = iter(chunks)
-        first = [client.submit(process_chunk, cfg_f, ch, pure=False) for ch, _ in zip(it, range(4 * n_workers))]
+        first = [client.submit(process_chunk, cfg_f, ch, pure=False) for ch in itertools.islice(it, 4 * n_workers)]
         ac = as_completed(first)
         for fut in ac:
             on_result(fut.result())
@@ -466,7 +467,7 @@ def simulate_dataset(
     """
     from dpcal.profile import load_profile
     from dpcal.sim.geometry import CROPS
-    from dpcal.sim.simulator import SimConfig
+    from dpcal.sim.config import SimConfig
 
     t0 = time.perf_counter()
     if fmt not in FORMATS:

@@ -168,6 +168,16 @@ def realistic_eval_box(height: int, width: int, fraction: float = CENTRAL_FRACTI
     return Crop((height - side) // 2, (width - side) // 2, side, side)
 
 
+def _snap(box: Crop, f: int, height: int, width: int) -> Crop:
+    """Align a crop to the ``f`` x ``f`` blocks a 1/``f`` DCT-scaled decode averages, so the
+    decoded crop covers exactly the same source pixels (the box moves by < f/2 px)."""
+    y0 = min(int(round(box.y0 / f)) * f, (height // f - 1) * f)
+    x0 = min(int(round(box.x0 / f)) * f, (width // f - 1) * f)
+    h = max(f, min(int(round(box.h / f)) * f, (height - y0) // f * f))
+    w = max(f, min(int(round(box.w / f)) * f, (width - x0) // f * f))
+    return Crop(y0, x0, h, w, box.flip)
+
+
 def plan_crop(mode: str, crop: str, height: int, width: int, rng: np.random.Generator | None) -> Crop:
     """The crop box (and flip) for a ``height`` x ``width`` source under ``mode``/``crop``."""
     if crop not in CROPS:
@@ -345,7 +355,7 @@ def load_image(
     except UnidentifiedImageError:
         raise ImageSkip("not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageSkip(f"cannot open image ({e})") from None
+        raise ImageSkip(f"corrupt or unreadable image ({e})") from None
     if min(width, height) < min_size:
         raise ImageSkip(f"image is {width}x{height} px, smaller than --min-size {min_size}")
     box = plan_crop(mode, crop, height, width, rng)
@@ -355,6 +365,8 @@ def load_image(
             # Largest DCT scale 1/factor at which the crop keeps >= size pixels per side.
             short = min(box.h, box.w)
             factor = next((f for f in (8, 4, 2) if short // f >= size), 1)
+            if factor > 1:
+                box = _snap(box, factor, height, width)
         a = _decode_pil(im, factor, notes)
     else:
         a = _decode_cv2(data, notes)

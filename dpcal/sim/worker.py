@@ -156,8 +156,10 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
                     black, white = sim.profile.black_level, sim.profile.white_level(iso)
                 else:
                     black, white = [0.0] * 4, 65535.0
+                # EXIF ISOSpeedRatings is 16-bit: very low light (ISO > 65535) is recorded as 65535
+                # in the DNG (the manifest has the true ISO).
                 write_dng(out, to_dn(mos[i], res.pattern, black, white), res.pattern, black_level=black,
-                          white_level=white, iso=iso, make="dpcal", model=f"simulated {sim.profile.id}")
+                          white_level=white, iso=min(iso, 65535.0), make="dpcal", model=f"simulated {sim.profile.id}")
                 os.chmod(out, 0o666 & ~_umask())  # write_dng's temporary file is 0600
             records[key] = {
                 "key": key,
