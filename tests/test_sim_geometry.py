@@ -169,3 +169,26 @@ def test_cmyk_gray_alpha_palette_and_16bit(tmp_path):
     np.testing.assert_allclose(out[..., 0], (257 * 100 + 1) / 65535, rtol=1e-6)
     gray, _ = load_image(tmp_path / "gray.JPEG", 32, mode="reference")
     assert np.array_equal(gray[..., 0], gray[..., 2])
+    # CMYK (Adobe-inverted, as PIL writes it) comes back as the right colours.
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    cmyk, _ = load_image(tmp_path / "cmyk.jpg", 32, mode="reference")
+    assert float(np.abs(cmyk - load_image(tmp_path / "rgb.png", 32, mode="reference")[0]).mean()) < 0.01
+
+
+def test_jpeg_header_and_opencv_path_match_pil(tmp_path):
+    from dpcal.sim.geometry import jpeg_header
+
+    a = smooth_rgb(150, 200)
+    for kw in ({"quality": 90}, {"quality": 80, "progressive": True}):
+        Image.fromarray(a).save(tmp_path / "a.jpg", **kw)
+        data = (tmp_path / "a.jpg").read_bytes()
+        assert jpeg_header(data) == (200, 150, 3)
+        full = np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB"))
+        out, _ = load_image(tmp_path / "a.jpg", 150, mode="reference")
+        c = central_crop_box(150, 200)
+        pick = full[c.y0 : c.y0 + c.h, c.x0 : c.x0 + c.w][nearest_indices(c.h, 150)][:, nearest_indices(c.w, 150)]
+        np.testing.assert_array_equal(out, pick.astype(np.float32) * np.float32(1 / 255))
+    # Bytes after the end marker are tolerated (decoded by PIL), a cut-off file is not.
+    (tmp_path / "tail.jpg").write_bytes(data + b"trailer")
+    assert load_image(tmp_path / "tail.jpg", 64)[0].shape == (64, 64, 3)
+    assert jpeg_header(b"\xff\xd8\xff\xe0\x00") is None and jpeg_header(b"PNG") is None

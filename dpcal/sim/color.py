@@ -188,14 +188,24 @@ def inverse_tone_lut(method: str, bits: int = 8):
 def camera_colors(x: torch.Tensor, params: UnprocessParams) -> torch.Tensor:
     """The per-image part of unprocessing: ``rgb2cam``, then the inverse white-balance and
     brightness gains ``g``, faded to 1 above a gray level of 0.9 so that highlights stay
-    saturated instead of turning coloured (Brooks et al.: ``max(m + (1 - m) g, g)`` with
-    ``m = (max(gray - 0.9, 0) / 0.1)^2``, which equals ``g + m * max(1 - g, 0)``); clipped to [0, 1].
+    saturated instead of turning coloured; clipped to [0, 1].
+
+    Brooks et al. multiply the camera image by ``max(m + (1 - m) g, g)`` with
+    ``m = (max(gray - 0.9, 0) / 0.1)^2``; that equals ``g (1 + m max(1/g - 1, 0))``, so the gains
+    fold into the colour matrix and the highlight term is only evaluated for images that have
+    highlights (same result, fewer passes over the pixels).
     """
-    x = _ccm(x, params.rgb2cam)
-    gains = params.inverse_gains.to(x.dtype)[:, :, None, None]
-    m = ((x.mean(1, keepdim=True) - HIGHLIGHT).clamp(min=0) * (1 / (1 - HIGHLIGHT))) ** 2
-    safe = m * (1 - gains).clamp(min=0) + gains
-    return (x * safe).clamp(0.0, 1.0)
+    m3 = params.rgb2cam.to(x.dtype)
+    gains = params.inverse_gains.to(x.dtype)
+    y = _ccm(x, gains[:, :, None] * m3)
+    gray = torch.einsum("bj,bjhw->bhw", m3.mean(1), x)[:, None]  # mean of the camera channels
+    hl = (gray > HIGHLIGHT).flatten(1).any(1)
+    if bool(hl.any()):
+        m = ((gray[hl] - HIGHLIGHT).clamp(min=0) * (1 / (1 - HIGHLIGHT))) ** 2
+        c = (1 / gains[hl] - 1).clamp(min=0)[:, :, None, None]
+        y = y.clone() if y.requires_grad else y
+        y[hl] = y[hl] * (1 + m * c)
+    return y.clamp(0.0, 1.0)
 
 
 def unprocess(x: torch.Tensor, params: UnprocessParams) -> torch.Tensor:

@@ -146,7 +146,7 @@ def _assign_outputs(rows: list[tuple[str, str, str]], seed: int, fmt: str) -> tu
     items = []
     for key, source, label in sorted(rows, key=lambda r: r[0]):
         folder = _safe_label(label)
-        stem = Path(key).stem
+        stem = os.path.splitext(os.path.basename(key))[0]
         name = f"{folder}/{stem}.{fmt}"
         n = 2
         while name.lower() in used:
@@ -176,31 +176,47 @@ def discover(src: str | os.PathLike, *, seed: int = 0, fmt: str = "png") -> Sour
         raise BadInputError(f"{p}: no such folder or CSV file")
     if p.is_file():
         return _discover_csv(p, seed, fmt)
-    class_dirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    root = os.path.abspath(p)
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    class_dirs = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
     if not class_dirs:
         raise BadInputError(f"{p} has no class folders; expected {p}/<class>/<image files> (ImageNet layout) or a CSV path,label")
-    rows, empty, ignored = [], [], 0
-    for d in class_dirs:
+    rows, empty = [], []
+    ignored = sum(1 for e in entries if e.is_file())
+    for name in class_dirs:
         n = 0
-        for f in sorted(d.rglob("*")):
-            if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
-                continue
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                rows.append((f.relative_to(p).as_posix(), str(f.resolve()), d.name))
+        # os.scandir, not pathlib: a million-image tree is listed in seconds.
+        for rel, full in _walk_files(os.path.join(root, name), name):
+            if os.path.splitext(rel)[1].lower() in IMAGE_SUFFIXES:
+                rows.append((rel, full, name))
                 n += 1
             else:
                 ignored += 1
         if n == 0:
-            empty.append(d.name)
-    ignored += sum(1 for f in p.iterdir() if f.is_file())
+            empty.append(name)
     if not rows:
         raise BadInputError(f"no image files in the class folders of {p}")
     items, classes, how = _assign_outputs(rows, seed, fmt)
     if empty:
-        all_classes, how = _class_indices([d.name for d in class_dirs])
+        all_classes, how = _class_indices(class_dirs)
         items = [dataclasses.replace(it, class_index=all_classes[it.label]) for it in items]
         classes = all_classes
     return Source("folders", str(p.resolve()), items, classes, how, empty, ignored)
+
+
+def _walk_files(folder: str, rel: str):
+    """(relative posix path, absolute path) of the non-hidden files under ``folder``, sorted."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        r = f"{rel}/{e.name}"
+        if e.is_dir():
+            yield from _walk_files(e.path, r)
+        elif e.is_file():
+            yield r, e.path
 
 
 def _discover_csv(p: Path, seed: int, fmt: str) -> Source:
@@ -219,7 +235,7 @@ def _discover_csv(p: Path, seed: int, fmt: str) -> Source:
             raise BadInputError(f"{p}: row {i} is not 'path,label': {','.join(r)!r}")
         rel, label = r[0].strip(), r[1].strip()
         f = Path(rel) if Path(rel).is_absolute() else p.parent / rel
-        out.append((rel, str(f.resolve()), label))
+        out.append((rel, os.path.abspath(f), label))
     keys = [k for k, _, _ in out]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -593,6 +609,13 @@ def simulate_dataset(
                 _run_dask(task_cfg, chunks, scheduler, on_result)
     except OSError as e:
         raise DpcalError(f"writing to {dst} failed ({e}); fix the cause and rerun the same command to resume") from None
+    except Exception as e:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if isinstance(e, BrokenProcessPool):
+            raise DpcalError("a worker process died (out of memory?); rerun the same command to resume, "
+                             "perhaps with fewer --workers") from None
+        raise
     finally:
         journal.close()
         bar.close()

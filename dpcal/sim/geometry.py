@@ -21,8 +21,15 @@ preprocessing as modified there):
   reference crop along the short side), area-resampled to ``size`` (i.e. "resize the short
   side to size / 0.875, centre crop size").
 * train: the same random box as reference, area-resampled, random flip.
-* JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (``PIL.Image.draft``) whenever
-  the crop still has at least ``size`` pixels per side at that scale.
+* JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg-turbo scaling, as
+  ``PIL.Image.draft`` does) whenever the crop still has at least ``size`` pixels per side at
+  that scale; the crop is aligned to the scaled blocks.
+
+JPEGs are decoded by OpenCV (libjpeg-turbo; identical pixels to PIL, with less Python
+overhead), CMYK and damaged files by PIL, other formats by OpenCV (keeps 16 bits) with PIL as
+fallback. EXIF orientation is ignored, as PIL and TensorFlow do. The reference code decoded with
+TensorFlow, whose JPEG decoder defaults to the fast integer DCT: its pixels can differ from
+these by a level or two; every crop, resize and noise rule is reproduced exactly.
 
 Bad input raises :class:`ImageSkip` with the reason (corrupt or truncated files, too small).
 """
@@ -46,6 +53,7 @@ MAX_ATTEMPTS = 100
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "jpeg_header",
     "CROPS",
     "ImageSkip",
     "Crop",
@@ -228,13 +236,71 @@ def _to_linear_float(a: np.ndarray, tone: str) -> np.ndarray:
         if bits == 8:
             import cv2
 
-            return cv2.LUT(np.ascontiguousarray(a), lut)
+            return cv2.LUT(a, lut)
         return np.take(lut, a)
     import torch
 
     from dpcal.sim.color import inverse_tone
 
     return inverse_tone(torch.from_numpy(_to_float(a)), tone).numpy()
+
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, components)`` from a JPEG's frame header, or None if not found.
+
+    Walks the marker segments up to the first SOF marker (a few dozen bytes of work, instead
+    of PIL's full header parse in Python).
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> b = io.BytesIO(); Image.new("RGB", (40, 30)).save(b, "JPEG")
+    >>> jpeg_header(b.getvalue())
+    (40, 30, 3)
+    """
+    i, n = 2, len(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        m = data[i + 1]
+        if m == 0xFF:  # fill byte
+            i += 1
+            continue
+        if m == 0x01 or 0xD0 <= m <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        seg = (data[i + 2] << 8) | data[i + 3]
+        if m in _SOF:
+            if i + 10 > n:
+                return None
+            h = (data[i + 5] << 8) | data[i + 6]
+            w = (data[i + 7] << 8) | data[i + 8]
+            return w, h, data[i + 9]
+        i += 2 + seg
+    return None
+
+
+def _decode_jpeg_cv2(data: bytes, factor: int, comps: int, notes: list[str]) -> np.ndarray | None:
+    """Decode a complete 1- or 3-component JPEG with OpenCV (libjpeg-turbo, DCT scaling for
+    ``factor`` 2/4/8, EXIF orientation ignored like PIL and TensorFlow). None: let PIL decide."""
+    import cv2
+
+    if comps not in (1, 3) or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+        return None  # CMYK, or no end marker (truncated, or trailing bytes): PIL handles those
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if a is None:
+        return None
+    if comps == 1:
+        notes.append("grayscale replicated to RGB")
+    return a  # BGR
 
 
 def _decode_pil(im, factor: int, notes: list[str]) -> np.ndarray:
@@ -271,7 +337,7 @@ def _decode_pil(im, factor: int, notes: list[str]) -> np.ndarray:
 
 
 def _decode_cv2(data: bytes, notes: list[str]) -> np.ndarray | None:
-    """Decode PNG/TIFF/... keeping 16-bit depth; None if OpenCV cannot read it."""
+    """Decode PNG/TIFF/... keeping 16-bit depth, in BGR order; None if OpenCV cannot read it."""
     import cv2
 
     a = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -284,9 +350,9 @@ def _decode_cv2(data: bytes, notes: list[str]) -> np.ndarray | None:
         return np.repeat(a[..., None], 3, axis=2)
     if a.shape[2] == 4:
         notes.append("alpha channel dropped")
-        return a[..., 2::-1]
+        return a[..., :3]
     if a.shape[2] == 3:
-        return a[..., ::-1]
+        return a
     if a.shape[2] == 2:
         notes.append("alpha channel dropped; grayscale replicated to RGB")
         return np.repeat(a[..., :1], 3, axis=2)
@@ -348,18 +414,25 @@ def load_image(
     except OSError as e:
         raise ImageSkip(f"cannot read file ({e.strerror})") from None
     # The header gives the size, which decides the crop and how far the JPEG decoder may
-    # downscale; the same Image object then decodes (one parse, from memory).
-    try:
-        im = Image.open(io.BytesIO(data))
-        width, height = im.size
-    except UnidentifiedImageError:
-        raise ImageSkip("not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageSkip(f"corrupt or unreadable image ({e})") from None
+    # downscale (DCT scaling); the data is read once and decoded from memory.
+    hdr = jpeg_header(data)
+    im = None
+    if hdr is None:
+        try:
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+        except UnidentifiedImageError:
+            raise ImageSkip("not a readable image (unknown or corrupt format)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageSkip(f"corrupt or unreadable image ({e})") from None
+        is_jpeg = im.format == "JPEG"
+    else:
+        width, height, comps = hdr
+        is_jpeg = True
     if min(width, height) < min_size:
         raise ImageSkip(f"image is {width}x{height} px, smaller than --min-size {min_size}")
     box = plan_crop(mode, crop, height, width, rng)
-    if im.format == "JPEG":
+    if is_jpeg:
         factor = 1
         if draft and mode == "realistic":
             # Largest DCT scale 1/factor at which the crop keeps >= size pixels per side.
@@ -367,9 +440,18 @@ def load_image(
             factor = next((f for f in (8, 4, 2) if short // f >= size), 1)
             if factor > 1:
                 box = _snap(box, factor, height, width)
-        a = _decode_pil(im, factor, notes)
+        a = _decode_jpeg_cv2(data, factor, comps, notes) if hdr is not None else None
+        bgr = a is not None
+        if a is None:
+            if im is None:
+                try:
+                    im = Image.open(io.BytesIO(data))
+                except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+                    raise ImageSkip(f"corrupt or unreadable image ({e})") from None
+            a = _decode_pil(im, factor, notes)
     else:
         a = _decode_cv2(data, notes)
+        bgr = a is not None
         if a is None:
             a = _decode_pil(im, 1, notes)
     if a.shape[0] < 1 or a.shape[1] < 1:
@@ -384,12 +466,14 @@ def load_image(
     if mode == "reference":
         # Nearest sampling picks source pixels: do it on the integers, then scale (exact).
         out = region[nearest_indices(region.shape[0], size)][:, nearest_indices(region.shape[1], size)]
-        out = _to_linear_float(np.ascontiguousarray(out), tone)
+        out = _to_linear_float(out, tone)
     else:
-        f = _to_linear_float(np.ascontiguousarray(region), tone)
+        f = _to_linear_float(region, tone)
         shrink = region.shape[0] >= size and region.shape[1] >= size
         out = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         out = np.clip(out, 0, 1)
+    if bgr:
+        out = out[..., ::-1]
     if box.flip:
         out = out[:, ::-1]
     info = {"width": width, "height": height, "crop": [box.y0, box.x0, box.h, box.w, box.flip], "notes": notes}

@@ -9,7 +9,6 @@ chunking or on the number of workers.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -60,15 +59,20 @@ def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
     the umask), so that datasets can be shared; the temporary name ``.<stem>.<pid>.part<ext>``
     is recognised and removed by a resumed run.
     """
-    p = Path(path)
-    tmp = p.with_name(f".{p.stem}.{os.getpid()}.part{p.suffix}")
+    p = os.fspath(path)
+    folder, name = os.path.split(p)
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.part{ext}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, p)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
 
 
@@ -145,7 +149,6 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
             res = sim(x, seeds=[t[2] for t in loaded], tone_applied=True)
         mos = res.mosaic[:, 0].cpu().numpy()
         for i, (key, out, seed, img, info) in enumerate(loaded):
-            out = Path(out)
             iso = float(res.iso[i])
             if cfg["format"] == "png":
                 write_file_atomic(out, encode_png16(mos[i]))
