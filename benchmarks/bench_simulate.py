@@ -14,6 +14,7 @@ times), from JPEG to 128 x 128 noisy mosaics written to disk:
 Usage::
 
     python benchmarks/bench_simulate.py [--src ../shared/data/imagenet_val_sample] [--loops 20] [--workers 2]
+                                        [--tmpdir DIR]
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--loops", type=int, default=20)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--lux", type=float, nargs=2, default=(2.0, 20.0))
+    ap.add_argument("--tmpdir", help="where to write the outputs (default: the system temporary folder)")
     args = ap.parse_args()
 
     import cv2
@@ -90,7 +92,7 @@ def main() -> None:
     src = Path(args.src)
     if not src.is_dir():
         raise SystemExit(f"{src} not found (pass --src with ImageNet-style class folders of JPEGs)")
-    tmp = Path(tempfile.mkdtemp(prefix="dpcal-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="dpcal-bench-", dir=args.tmpdir))
     try:
         n = make_source(src, tmp / "src", args.loops)
         print(f"{n} images ({args.loops} x {src}), 128 x 128 mosaics, lux {args.lux[0]:g}-{args.lux[1]:g}, "

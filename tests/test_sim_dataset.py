@@ -94,7 +94,7 @@ def test_class_index_sorted_names_empty_class_and_ignored_files(tmp_path):
 
 
 def test_csv_source(tmp_path):
-    src = make_tree(tmp_path / "imgs", classes=["a", "b"], n=2, ext="png")
+    make_tree(tmp_path / "imgs", classes=["a", "b"], n=2, ext="png")
     (tmp_path / "list.csv").write_text("path,label\nimgs/a/img_0_0.png,cat\nimgs/b/img_1_1.png,dog\nimgs/a/img_0_1.png,dog\n")
     res = simulate_dataset(tmp_path / "list.csv", tmp_path / "dst", lux=5, size=32, workers=0, progress=False)
     assert res["source"]["kind"] == "csv" and res["classes"] == {"cat": 0, "dog": 1}

@@ -376,37 +376,37 @@ def _run_local(cfg, chunks, workers, on_result):
             raise
 
 
-def _run_dask(cfg, chunks, scheduler, on_result):
+def _dask_client(scheduler):
+    """(client, owned): connect to ``scheduler`` (an address), or use a given Client."""
+    if hasattr(scheduler, "submit"):
+        return scheduler, False
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise BadInputError("--executor dask needs dask.distributed: pip install 'dpcal[dask]'") from None
+    if not scheduler:
+        raise BadInputError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+    try:
+        return Client(scheduler, timeout="20s"), True
+    except (OSError, TimeoutError) as e:
+        raise BadInputError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+
+
+def _run_dask(cfg, chunks, client, on_result):
+    from distributed import as_completed
+
     from dpcal.sim.worker import process_chunk
 
-    own = not hasattr(scheduler, "submit")
-    if own:
-        if not scheduler:
-            raise BadInputError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
-            raise BadInputError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
-    else:
-        client = scheduler
-    try:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        cfg_f = client.scatter(cfg, broadcast=True)
-        it = iter(chunks)
-        first = [client.submit(process_chunk, cfg_f, ch, pure=False) for ch in itertools.islice(it, 4 * n_workers)]
-        ac = as_completed(first)
-        for fut in ac:
-            on_result(fut.result())
-            nxt = next(it, None)
-            if nxt is not None:
-                ac.add(client.submit(process_chunk, cfg_f, nxt, pure=False))
-    finally:
-        if own:
-            client.close()
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    cfg_f = client.scatter(cfg, broadcast=True)
+    it = iter(chunks)
+    first = [client.submit(process_chunk, cfg_f, ch, pure=False) for ch in itertools.islice(it, 4 * n_workers)]
+    ac = as_completed(first)
+    for fut in ac:
+        on_result(fut.result())
+        nxt = next(it, None)
+        if nxt is not None:
+            ac.add(client.submit(process_chunk, cfg_f, nxt, pure=False))
 
 
 def simulate_dataset(
@@ -531,6 +531,17 @@ def simulate_dataset(
     if source.kind == "folders" and (dst.resolve() == src_root or src_root in dst.resolve().parents):
         raise BadInputError(f"the output folder {dst} is inside the source {src_root}; choose a folder outside it")
     token = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    client, own_client = _dask_client(scheduler) if executor == "dask" else (None, False)
+    try:
+        return _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, preview_path, size, crop,
+                         min_size, fmt, workers, executor, client, chunk_size, progress, t0)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, preview_path, size, crop, min_size,
+              fmt, workers, executor, client, chunk_size, progress, t0) -> dict:
     done = _prepare_dst(dst, token, identity, overwrite)
     journal_path = dst / STATE_DIR / JOURNAL
     card = {
@@ -606,7 +617,7 @@ def simulate_dataset(
             if executor == "local":
                 _run_local(task_cfg, chunks, workers, on_result)
             else:
-                _run_dask(task_cfg, chunks, scheduler, on_result)
+                _run_dask(task_cfg, chunks, client, on_result)
     except OSError as e:
         raise DpcalError(f"writing to {dst} failed ({e}); fix the cause and rerun the same command to resume") from None
     except Exception as e:

@@ -29,13 +29,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dpcal.cfa import PLANES, validate_pattern
+from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError
 from dpcal.profile import Profile, load_profile
 from dpcal.profile.model import eval_iso_model
 from dpcal.sim.color import UnprocessParams, linearize, sample_unprocess_params
 from dpcal.sim.config import MODES, PSF_POSITIONS, REFERENCE_PATTERN, SimConfig, parse_lux
 from dpcal.sim.ops import Generators, draw, make_generators, mosaic, mosaic3, poisson_gaussian, quantize
+
+__all__ = ["MODES", "PSF_POSITIONS", "REFERENCE_PATTERN", "SimConfig", "SimResult", "Simulator", "parse_lux",
+           "psf_for_image"]
+
 
 @dataclasses.dataclass
 class SimResult:
