@@ -143,9 +143,10 @@ def test_same_output_whatever_the_workers_and_executor(tmp_path):
     assert tree_bytes(tmp_path / "w2") == ref
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl:
-        with distributed.Client(cl) as client:
-            simulate_dataset(src, tmp_path / "dask", executor="dask", scheduler=client, **kw)
-    assert tree_bytes(tmp_path / "dask") == ref
+        simulate_dataset(src, tmp_path / "dask", executor="dask", scheduler=cl.scheduler_address, **kw)
+        with distributed.Client(cl) as client:  # an existing Client works too
+            simulate_dataset(src, tmp_path / "dask2", executor="dask", scheduler=client, **kw)
+    assert tree_bytes(tmp_path / "dask") == ref == tree_bytes(tmp_path / "dask2")
     # A different seed changes everything.
     simulate_dataset(src, tmp_path / "s4", workers=0, **{**kw, "seed": 4})
     other = tree_bytes(tmp_path / "s4")

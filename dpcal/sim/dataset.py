@@ -482,8 +482,8 @@ def simulate_dataset(
         Bad settings, unreadable source, unwritable or conflicting destination.
     """
     from dpcal.profile import load_profile
-    from dpcal.sim.geometry import CROPS
     from dpcal.sim.config import SimConfig
+    from dpcal.sim.geometry import CROPS
 
     t0 = time.perf_counter()
     if fmt not in FORMATS:
@@ -551,8 +551,8 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
         "dpcal_version": __version__,
         "token": token,
         **identity,
-        "profile": {**identity["profile"], "path": str(prof.path) if prof.path else None, "pattern": sim_cfg.pattern, "black_level": prof.black_level,
-                    "white_level": prof.white_level(), "bit_depth": prof.bit_depth},
+        "profile": {**identity["profile"], "path": str(prof.path) if prof.path else None, "pattern": sim_cfg.pattern,
+                    "black_level": prof.black_level, "white_level": prof.white_level(), "bit_depth": prof.bit_depth},
         "classes": source.classes,
         "num_classes": 1000 if source.class_index_source == "imagenet_lsvrc_2015_synsets" else len(source.classes),
         "class_index_source": source.class_index_source,
