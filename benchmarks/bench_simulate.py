@@ -13,7 +13,7 @@ times), from JPEG to 128 x 128 noisy mosaics written to disk:
 
 Usage::
 
-    python benchmarks/bench_simulate.py [--src ../shared/data/imagenet_val_sample] [--loops 20] [--workers 2]
+    python benchmarks/bench_simulate.py [--src ../shared/data/imagenet_val_sample] [--loops 50] [--workers 2]
                                         [--tmpdir DIR]
 """
 
@@ -78,7 +78,7 @@ def baseline(src: Path, out: Path, size: int = 128, lux=(2.0, 20.0), seed: int =
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", default=str(ROOT.parent / "shared" / "data" / "imagenet_val_sample"))
-    ap.add_argument("--loops", type=int, default=20)
+    ap.add_argument("--loops", type=int, default=50)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--lux", type=float, nargs=2, default=(2.0, 20.0))
     ap.add_argument("--tmpdir", help="where to write the outputs (default: the system temporary folder)")
@@ -98,9 +98,10 @@ def main() -> None:
         print(f"{n} images ({args.loops} x {src}), 128 x 128 mosaics, lux {args.lux[0]:g}-{args.lux[1]:g}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
         rows = []
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         baseline(tmp / "src", tmp / "baseline", lux=tuple(args.lux))
         rows.append(("baseline: reference pipeline, plain (1 process)", time.perf_counter() - t, None))
+        base_cpu = (time.process_time() - c) / n
         for label, kw in [
             (f"dpcal simulate realistic, {args.workers} workers", dict(workers=args.workers)),
             (f"dpcal simulate reference, {args.workers} workers", dict(workers=args.workers, mode="reference")),
@@ -109,14 +110,29 @@ def main() -> None:
             t = time.perf_counter()
             res = simulate_dataset(tmp / "src", tmp / label.split(",")[0].replace(" ", "_") / str(kw["workers"]),
                                    lux=tuple(args.lux), progress=False, **kw)
-            rows.append((label, time.perf_counter() - t, res["run"]["work_s"]))
+            r = res["run"]
+            rows.append((label, time.perf_counter() - t, r["work_s"] - r["first_result_s"]))
             assert res["counts"]["ok"] == n
+        # CPU time per image (this process, workers=0): what the work costs, whatever else runs.
+        import torch
+
+        torch.set_num_threads(1)
+        cpu = {}
+        for mode in ("realistic", "reference"):
+            c = time.process_time()
+            simulate_dataset(tmp / "src", tmp / f"cpu_{mode}", lux=tuple(args.lux), progress=False, workers=0, mode=mode)
+            cpu[mode] = (time.process_time() - c) / n
         base = n / rows[0][1]
-        print(f"{'pipeline':<48} {'images/s':>9} {'x baseline':>10}   (end to end; work phase only)")
-        for label, secs, work in rows:
+        print(f"{'pipeline':<48} {'images/s':>9} {'x baseline':>10}   (end to end; after the first chunk)")
+        for label, secs, steady in rows:
             rate = n / secs
-            extra = f"   {n / work:7.0f} img/s" if work else ""
+            extra = f"   {n / steady:7.0f} img/s  ({secs - steady:.1f} s to start)" if steady else ""
             print(f"{label:<48} {rate:9.0f} {rate / base:10.2f}{extra}")
+        ncpu = os.cpu_count()
+        print(f"CPU time per image: baseline {base_cpu * 1e3:.2f} ms (1 process: {1 / base_cpu:.0f} img/s on a free core); "
+              f"dpcal realistic {cpu['realistic'] * 1e3:.2f} ms, reference {cpu['reference'] * 1e3:.2f} ms "
+              f"({ncpu} free cores: {ncpu / cpu['realistic']:.0f} and {ncpu / cpu['reference']:.0f} img/s, "
+              f"{ncpu / cpu['realistic'] * base_cpu:.1f}x and {ncpu / cpu['reference'] * base_cpu:.1f}x the baseline)")
         print(f"load average {os.getloadavg()[0]:.2f} at end (other processes on the machine slow every row)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
