@@ -22,6 +22,7 @@ COMMANDS = {
     "info": ("dpcal.cli.info:info", "Show the CFA, levels and metadata of a RAW file."),
     "fit-noise": ("dpcal.cli.fit_noise:fit_noise", "Calibrate Poisson-Gaussian noise from chart captures, frame pairs or EMVA 1288 data."),
     "profile": ("dpcal.cli.profile:profile", "List, show, validate camera profiles and query their noise."),
+    "simulate": ("dpcal.cli.simulate:simulate", "Simulate noisy low-light RAW datasets from image folders."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 
