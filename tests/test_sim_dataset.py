@@ -273,7 +273,7 @@ def test_write_failure_leaves_an_incomplete_resumable_dataset(tmp_path, monkeypa
 
     src = make_tree(tmp_path / "src", n=4)
     dst = tmp_path / "dst"
-    real = worker.write_file_atomic
+    real = worker.write_bytes_atomic
     calls = {"n": 0}
 
     def flaky(path, data):
@@ -282,12 +282,12 @@ def test_write_failure_leaves_an_incomplete_resumable_dataset(tmp_path, monkeypa
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(worker, "write_file_atomic", flaky)
+    monkeypatch.setattr(worker, "write_bytes_atomic", flaky)
     kw = dict(lux=5, size=32, workers=0, progress=False, chunk_size=1)
     with pytest.raises(DpcalError, match="No space left on device"):
         simulate_dataset(src, dst, **kw)
     assert json.loads((dst / "dataset.json").read_text())["complete"] is False
     assert not (dst / "manifest.csv").exists()
-    monkeypatch.setattr(worker, "write_file_atomic", real)
+    monkeypatch.setattr(worker, "write_bytes_atomic", real)
     res = simulate_dataset(src, dst, **kw)
     assert res["complete"] and res["run"]["processed_now"] == 5 and res["counts"]["ok"] == 8

@@ -39,7 +39,7 @@ from typing import Iterable, Sequence
 from dpcal._version import __version__
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError, DpcalError
-from dpcal.io.atomic import check_writable
+from dpcal.io.atomic import check_writable, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("dpcal")
 
@@ -278,14 +278,8 @@ def _read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def _write(path: Path, data: bytes) -> None:
-    from dpcal.sim.worker import write_file_atomic
-
-    write_file_atomic(path, data)
-
-
 def _write_json(path: Path, doc: dict) -> None:
-    _write(path, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
+    write_json_atomic(path, doc)
 
 
 def _fmt(v) -> str:
@@ -653,7 +647,7 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
     missing = [it.key for it in source.items if it.key not in done]
     if missing:  # pragma: no cover - every chunk returns one record per item
         raise DpcalError(f"{len(missing)} images were not processed (first: {missing[0]}); rerun to resume")
-    _write(dst / MANIFEST, _manifest_bytes(source.items, done))
+    write_bytes_atomic(dst / MANIFEST, _manifest_bytes(source.items, done))
     n_ok = sum(1 for it in source.items if done[it.key]["status"] == "ok")
     card["counts"].update({"ok": n_ok, "skipped": len(source.items) - n_ok})
     card["complete"] = True

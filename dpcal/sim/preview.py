@@ -116,12 +116,12 @@ def write_png_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write an 8-bit RGB image as PNG, atomically."""
     import cv2
 
-    from dpcal.sim.worker import write_file_atomic
+    from dpcal.io.atomic import write_bytes_atomic
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover
         raise OSError("PNG encoding failed")
-    write_file_atomic(path, buf.tobytes())
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def preview_dataset(dst, path, *, source, task_cfg, n: int = 4) -> None:

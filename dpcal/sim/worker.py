@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dpcal.io.atomic import write_bytes_atomic
+
 PNG_PARAMS = None  # filled lazily (cv2 constants)
 _STATE: dict = {}
 
@@ -50,42 +52,6 @@ def _simulator(cfg: dict):
         sim = Simulator(cfg["profile"], cfg["sim"], psf_field=cfg.get("psf_field"))
         _STATE[("sim", token)] = sim
     return sim
-
-
-def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path`` and rename it into place.
-
-    Unlike ``tempfile.mkstemp`` (mode 0600), the file gets the usual permissions (0666 less
-    the umask), so that datasets can be shared; the temporary name ``.<stem>.<pid>.part<ext>``
-    is recognised and removed by a resumed run.
-    """
-    p = os.fspath(path)
-    folder, name = os.path.split(p)
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.part{ext}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    if "umask" not in _STATE:
-        try:
-            line = next(ln for ln in open("/proc/self/status") if ln.startswith("Umask:"))
-            _STATE["umask"] = int(line.split()[1], 8)
-        except (OSError, StopIteration, ValueError):
-            u = os.umask(0o022)
-            os.umask(u)
-            _STATE["umask"] = u
-    return _STATE["umask"]
 
 
 def encode_png16(m: np.ndarray) -> bytes:
@@ -151,7 +117,7 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
         for i, (key, out, seed, img, info) in enumerate(loaded):
             iso = float(res.iso[i])
             if cfg["format"] == "png":
-                write_file_atomic(out, encode_png16(mos[i]))
+                write_bytes_atomic(out, encode_png16(mos[i]))
             else:
                 from dpcal.io.dng import write_dng
 
@@ -159,11 +125,8 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
                     black, white = sim.profile.black_level, sim.profile.white_level(iso)
                 else:
                     black, white = [0.0] * 4, 65535.0
-                # EXIF ISOSpeedRatings is 16-bit: very low light (ISO > 65535) is recorded as 65535
-                # in the DNG (the manifest has the true ISO).
                 write_dng(out, to_dn(mos[i], res.pattern, black, white), res.pattern, black_level=black,
-                          white_level=white, iso=min(iso, 65535.0), make="dpcal", model=f"simulated {sim.profile.id}")
-                os.chmod(out, 0o666 & ~_umask())  # write_dng's temporary file is 0600
+                          white_level=white, iso=iso, make="dpcal", model=f"simulated {sim.profile.id}")
             records[key] = {
                 "key": key,
                 "status": "ok",
