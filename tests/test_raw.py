@@ -90,3 +90,9 @@ def test_real_truncated(shared_data, tmp_path):
     (tmp_path / "t.dng").write_bytes(data[: len(data) // 2])
     with pytest.raises(BadRawError, match="complete RAW"):
         read_raw(tmp_path / "t.dng")
+
+
+@pytest.mark.parametrize("iso", [100, 65535, 66667, 200000])
+def test_dng_iso_beyond_16_bits(tmp_path, iso):
+    write_dng(tmp_path / "i.dng", np.zeros((32, 32), np.uint16), "RGGB", iso=iso)
+    assert read_raw(tmp_path / "i.dng").iso == iso

@@ -25,6 +25,7 @@ COMMANDS = {
     "make-chart": ("dpcal.cli.make_chart:make_chart", "Make a PSF or gray calibration chart (print or display)."),
     "fit-psf": ("dpcal.cli.fit_psf:fit_psf", "Estimate a spatially varying PSF field from chart captures."),
     "render-chart": ("dpcal.cli.render_chart:render_chart", "Render a synthetic RAW capture of a chart."),
+    "simulate": ("dpcal.cli.simulate:simulate", "Simulate noisy low-light RAW datasets from image folders."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 

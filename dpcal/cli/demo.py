@@ -37,4 +37,7 @@ def demo(out_dir: str, profile_id: str, seed: int, overwrite: bool, as_json: boo
         p = s["fit_psf"]
         click.echo(f"  fit-psf on a rendered chart capture: registration RMS {p['registration_rms_px']:.3f} px, "
                    f"kernel error median {100 * p['kernel_rel_l2_median']:.1f} % (field {p['field']})")
+    sim = s["simulate"]
+    click.echo(f"  simulated RAW dataset: {sim['ok']} of {sim['images']} synthetic images -> {sim['dst']} "
+               f"({sim['pattern']}, {sim['lux'][0]:g}-{sim['lux'][1]:g} lux), preview {sim['preview']}")
     click.echo(f"summary: {s['out']}/summary.json")

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,8 +34,10 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds.
 
-    The temporary keeps the destination's suffix so that writers choosing a format from the
-    name (OpenCV, numpy, matplotlib) still work.
+    The temporary is named ``.<stem>.<unique>.part<suffix>`` (hidden, recognisably partial) and
+    keeps the destination's suffix so that writers choosing a format from the name (OpenCV,
+    numpy, matplotlib) still work. It is created with the usual permissions (0666 less the
+    umask), not ``mkstemp``'s 0600, so outputs can be shared.
 
     Examples
     --------
@@ -47,9 +49,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ['a.npy']
     """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".part{p.suffix}", dir=p.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    folder = p.parent if str(p.parent) else Path(".")
+    while True:
+        tmp_path = folder / f".{p.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{p.suffix}"
+        try:
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp_path
         os.replace(tmp_path, p)

@@ -98,7 +98,13 @@ def write_dng(
         (50778, "H", 1, 21, True),  # CalibrationIlluminant1 = D65
     ]
     if iso is not None:
-        tags.append((34855, "H", 1, int(round(iso)), True))  # ISOSpeedRatings
+        iso_i = int(round(iso))
+        # ISOSpeedRatings is 16-bit; EXIF 2.3 puts larger values in ISOSpeed (LONG) with
+        # SensitivityType 3, and 65535 in ISOSpeedRatings.
+        tags.append((34855, "H", 1, min(iso_i, 65535), True))  # ISOSpeedRatings
+        if iso_i > 65535:
+            tags.append((34864, "H", 1, 3, True))  # SensitivityType: ISO speed
+            tags.append((34867, "I", 1, iso_i, True))  # ISOSpeed
     if exposure_time is not None:
         tags.append((33434, "2I", 1, _rational(exposure_time), True))  # ExposureTime
     with atomic_path(path) as tmp:

@@ -335,6 +335,13 @@ def read_exif(path: str | os.PathLike) -> dict:
                 break
             except (TypeError, ValueError):
                 pass
+    if out["iso"] == 65535:  # saturated 16-bit tag: the real value is in ISOSpeed (EXIF 2.3)
+        for key in ("EXIF ISOSpeed", "Image ISOSpeed"):
+            if key in tags:
+                try:
+                    out["iso"] = float(_first(tags[key]))
+                except (TypeError, ValueError):
+                    pass
     for key in ("EXIF ExposureTime", "Image ExposureTime"):
         if key in tags:
             try:
