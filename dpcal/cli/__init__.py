@@ -22,6 +22,9 @@ COMMANDS = {
     "info": ("dpcal.cli.info:info", "Show the CFA, levels and metadata of a RAW file."),
     "fit-noise": ("dpcal.cli.fit_noise:fit_noise", "Calibrate Poisson-Gaussian noise from chart captures, frame pairs or EMVA 1288 data."),
     "profile": ("dpcal.cli.profile:profile", "List, show, validate camera profiles and query their noise."),
+    "make-chart": ("dpcal.cli.make_chart:make_chart", "Make a PSF or gray calibration chart (print or display)."),
+    "fit-psf": ("dpcal.cli.fit_psf:fit_psf", "Estimate a spatially varying PSF field from chart captures."),
+    "render-chart": ("dpcal.cli.render_chart:render_chart", "Render a synthetic RAW capture of a chart."),
     "simulate": ("dpcal.cli.simulate:simulate", "Simulate noisy low-light RAW datasets from image folders."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }

@@ -33,6 +33,10 @@ def demo(out_dir: str, profile_id: str, seed: int, overwrite: bool, as_json: boo
     for r in s.get("fit_noise", []):
         click.echo(f"    {r['plane']:<3} alpha {r['alpha']:.4g} ± {r['alpha_std']:.2g} (profile {r['alpha_profile']:.4g})  "
                    f"sigma {r['sigma']:.4g} ± {r['sigma_std']:.2g} (profile {r['sigma_profile']:.4g})")
+    if s.get("fit_psf"):
+        p = s["fit_psf"]
+        click.echo(f"  fit-psf on a rendered chart capture: registration RMS {p['registration_rms_px']:.3f} px, "
+                   f"kernel error median {100 * p['kernel_rel_l2_median']:.1f} % (field {p['field']})")
     sim = s["simulate"]
     click.echo(f"  simulated RAW dataset: {sim['ok']} of {sim['images']} synthetic images -> {sim['dst']} "
                f"({sim['pattern']}, {sim['lux'][0]:g}-{sim['lux'][1]:g} lux), preview {sim['preview']}")

@@ -1,0 +1,66 @@
+"""``dpcal make-chart``: print-ready and display calibration charts with their chart.json."""
+
+from __future__ import annotations
+
+import click
+
+from dpcal.cli.options import emit_json, json_option, overwrite_option
+
+A4_LANDSCAPE_MM = (297.0, 210.0)
+
+
+@click.command("make-chart")
+@click.argument("kind", type=click.Choice(["psf", "gray"]))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--size-mm", nargs=2, type=float, help="Print size W H in mm (default A4 landscape, 297 210).")
+@click.option("--dpi", type=float, help="Printer resolution (print charts; default 300).")
+@click.option("--screen", nargs=2, type=int, help="Display variant: screen resolution W H in pixels.")
+@click.option("--cell-px", type=click.IntRange(min=1),
+              help="Chart pixels per noise cell (default 1 printed, 2 on a display).")
+@click.option("--square", type=click.IntRange(min=4), default=40, show_default=True,
+              help="Checker square size in noise cells (keep it above twice the widest PSF, in sensor pixels).")
+@click.option("--frames", "n_frames", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Display PSF charts: independent noise frames.")
+@click.option("--patches", type=click.IntRange(min=4), default=24, show_default=True, help="Gray charts: patches.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (PSF charts).")
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF of print charts.")
+@overwrite_option
+@json_option
+def make_chart(kind, out_dir, size_mm, dpi, screen, cell_px, square, n_frames, patches, seed, no_pdf, overwrite,
+               as_json):
+    """Make a PSF chart (Bernoulli noise, checker markers) or a gray chart (flat patches).
+
+    Print charts: chart.png and chart.pdf at the physical size (print at 100 %). Display charts
+    (--screen): a frame sequence to show full-screen in order with the camera still. Every
+    chart comes with chart.json, which fit-psf and fit-noise read.
+    """
+    from dpcal.chart import make_chart as _make
+
+    if screen and (size_mm or dpi):
+        raise click.UsageError("give either --screen (display) or --size-mm/--dpi (print), not both")
+    if not screen and not size_mm:
+        size_mm = A4_LANDSCAPE_MM
+    spec = _make(kind, out_dir, size_mm=size_mm, dpi=dpi, screen=screen, cell_px=cell_px, square=square, seed=seed,
+                 n_noise_frames=n_frames, n_patches=patches, pdf=not no_pdf, overwrite=overwrite)
+    doc = {
+        "kind": spec.kind, "medium": spec.medium, "spec": str(spec.path), "size_px": list(spec.size_px),
+        "size_mm": list(spec.size_mm) if spec.size_mm else None, "dpi": spec.dpi,
+        "screen_px": list(spec.screen_px) if spec.screen_px else None, "cell_px": spec.cell_px,
+        "noise_cell_mm": spec.cell_px * spec.mm_per_px if spec.mm_per_px else None,
+        "square_px": spec.square, "corners": int(len(spec.corners)),
+        "frames": [f["file"] for f in spec.frames], "pdf": spec.files.get("pdf"),
+    }
+    if kind == "psf":
+        doc["noise_cells"] = spec.noise["cells"]
+        doc["seed"] = spec.noise["seed"]
+    else:
+        doc["patches"] = [{"name": p["name"], "value": p["value"]} for p in spec.patches]
+    if as_json:
+        emit_json(doc)
+        return
+    where = f"{spec.size_mm[0]:g} x {spec.size_mm[1]:g} mm at {spec.dpi:g} DPI" if spec.medium == "print" \
+        else f"{spec.screen_px[0]}x{spec.screen_px[1]} screen, {len(spec.frames)} frames"
+    click.echo(f"{kind} chart ({where}) in {out_dir}: {', '.join(doc['frames'])}"
+               f"{', chart.pdf' if doc['pdf'] else ''}, chart.json")
+    if spec.medium == "print":
+        click.echo("print at 100 % (no scaling); photograph it flat, filling most of the frame")
