@@ -290,18 +290,15 @@ def apply_psf_field(
     use_fft = method == "fft" or (method == "auto" and k >= 15)
     acc = x.new_zeros((b, c, h + 4 * r, w + 4 * r))
     flipped = torch.flip(kern, dims=(-2, -1))
-    for j in range(gy):
-        rows = np.nonzero(wy[j] > 0)[0]
-        if len(rows) == 0:
+    # Support (start, stop, window) of each node's hat along each axis, computed once.
+    row_spans = _hat_spans(wy, dtype, x.device)
+    col_spans = _hat_spans(wx, dtype, x.device)
+    for j, (r0, r1, wyj) in enumerate(row_spans):
+        if wyj is None:
             continue
-        r0, r1 = int(rows[0]), int(rows[-1]) + 1
-        wyj = torch.as_tensor(wy[j, r0:r1], dtype=dtype, device=x.device)
-        for i in range(gx):
-            cols = np.nonzero(wx[i] > 0)[0]
-            if len(cols) == 0:
+        for i, (c0, c1, wxi) in enumerate(col_spans):
+            if wxi is None:
                 continue
-            c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            wxi = torch.as_tensor(wx[i, c0:c1], dtype=dtype, device=x.device)
             crop = xp[:, :, r0:r1, c0:c1] * (wyj[:, None] * wxi[None, :])
             if use_fft:
                 out = _full_conv_fft(crop, kern[j, i])
@@ -313,6 +310,21 @@ def apply_psf_field(
     if is_numpy:
         return y.numpy().astype(np.asarray(image).dtype if np.asarray(image).dtype.kind == "f" else np.float32)
     return y
+
+
+def _hat_spans(weights: np.ndarray, dtype, device) -> list:
+    """Per node: first and past-last index where its hat is non-zero, and the hat there as a tensor."""
+    import torch
+
+    spans = []
+    for w in weights:
+        nz = np.nonzero(w > 0)[0]
+        if len(nz) == 0:
+            spans.append((0, 0, None))
+            continue
+        a, b = int(nz[0]), int(nz[-1]) + 1
+        spans.append((a, b, torch.as_tensor(w[a:b], dtype=dtype, device=device)))
+    return spans
 
 
 def _full_conv_fft(x, kern):
