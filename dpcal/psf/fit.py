@@ -60,7 +60,11 @@ from dpcal.psf.field import PSFField, hat_weights
 log = logging.getLogger("dpcal")
 
 SATURATION = 0.995  # normalised value treated as clipped
-N_NUIS = 5
+# Nuisance columns per tile: gain ramps only (residual vignetting within the tile). A free
+# offset is left out on purpose: over a noise chart it is nearly collinear with a flat pedestal
+# under the kernel (the window mean of a Bernoulli field hardly varies), so noise trades one for
+# the other and the kernels come out too wide; the black/white photometry fixes the offset.
+N_NUIS = 2
 
 
 @dataclasses.dataclass
@@ -736,7 +740,7 @@ def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_ord
                    key=lambda t: (t[0] - (gy - 1) / 2) ** 2 + (t[1] - (gx - 1) / 2) ** 2)
     lam = None
     for (j, i) in order:
-        ne = NormalEquations.empty(Kh, 1)
+        ne = NormalEquations.empty(Kh, 0)
         tot_var = 0.0
         n_tot = 0
         for bh, pad, vh in halves:
@@ -751,7 +755,6 @@ def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_ord
                 ok = np.all(np.isfinite(A), 1)
                 A, ys, xs = A[ok], ys[ok], xs[ok]
             bb = bh[ys, xs]
-            A = np.concatenate([A, np.ones((len(bb), 1), np.float32)], 1)
             ne.add(A, bb, np.ones(len(bb), np.float32))
             tot_var += float(((bb - bb.mean()) ** 2).sum())
             n_tot += len(bb)
@@ -873,10 +876,9 @@ def _main(prepared, pilot, ex, ey, xs_nodes, ys_nodes, K, pattern, regularizatio
                 wts = (scale**2 / (nz["alpha"] * ypred + nz["sigma"] ** 2)).astype(np.float32)
                 xt = ((x0 + tx) - xs_nodes[i]) / max(x1 - x0, 1)
                 yt = ((y0 + ty) - ys_nodes[j]) / max(y1 - y0, 1)
-                spc = sp - 0.5
-                nuis = np.stack([np.ones_like(xt), xt, yt, xt * spc, yt * spc], 1).astype(np.float32)
-                hx = hat_weights(xs_nodes, (x0 + tx).astype(float))
-                hy = hat_weights(ys_nodes, (y0 + ty).astype(float))
+                nuis = np.stack([xt * sp, yt * sp], 1).astype(np.float32)
+                hx = hat_weights(xs_nodes, (x0 + tx).astype(float), extrapolate=True)
+                hy = hat_weights(ys_nodes, (y0 + ty).astype(float), extrapolate=True)
                 hats = (hy[:, None, :] * hx[None, :, :]).reshape(gy * gx, -1).T
                 # Gram in chunks of rows (bounded memory, cache-friendly).
                 chunk = max(1024, 2_000_000 // (s * s))
@@ -955,11 +957,11 @@ def _joint_field(main: dict, gx: int, gy: int, xs_nodes, ys_nodes, K: int, itera
             up = np.zeros(P, np.float32)
             up[:hr, :wr] = td.u
             UF = sfft.rfft2(up, workers=-1)
-            hx = hat_weights(xs_nodes, td.rx0 + np.arange(wr, dtype=float))
-            hy = hat_weights(ys_nodes, td.ry0 + np.arange(hr, dtype=float))
+            hx = hat_weights(xs_nodes, td.rx0 + np.arange(wr, dtype=float), extrapolate=True)
+            hy = hat_weights(ys_nodes, td.ry0 + np.arange(hr, dtype=float), extrapolate=True)
             XF = {}
             for (jj, ii) in nbrs:
-                if hx[ii].max() <= 0 or hy[jj].max() <= 0:
+                if not (np.any(hx[ii]) and np.any(hy[jj])):
                     continue
                 wu = np.zeros(P, np.float32)
                 wu[:hr, :wr] = td.u * np.outer(hy[jj], hx[ii]).astype(np.float32)
