@@ -192,33 +192,20 @@ def _area_resample_matrix(k_old: int, k_new: int, scale: float) -> np.ndarray:
     return np.maximum(hi - lo, 0.0)
 
 
-def hat_weights(nodes: np.ndarray, coords: np.ndarray, *, extrapolate: bool = False) -> np.ndarray:
+def hat_weights(nodes: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """1-D bilinear hat weights ``(len(nodes), len(coords))``; columns sum to 1.
 
-    Beyond the outer nodes the weight stays with the outer node (constant extension), the
-    field convention. ``extrapolate=True`` continues the outer segments linearly instead (the
-    weights leave [0, 1]): the estimation model, so that data beyond the outer nodes, whose
-    PSF keeps changing, do not bias the outer node kernels.
+    Beyond the outer nodes the weight stays with the outer node (constant extension).
 
     Examples
     --------
     >>> hat_weights(np.array([0.0, 10.0]), np.array([-5.0, 0.0, 2.5, 10.0, 20.0]))
     array([[1.  , 1.  , 0.75, 0.  , 0.  ],
            [0.  , 0.  , 0.25, 1.  , 1.  ]])
-    >>> hat_weights(np.array([0.0, 10.0]), np.array([-5.0, 20.0]), extrapolate=True)
-    array([[ 1.5, -1. ],
-           [-0.5,  2. ]])
     """
     nodes = np.asarray(nodes, float)
-    coords = np.asarray(coords, float)
     eye = np.eye(len(nodes))
-    w = np.stack([np.interp(coords, nodes, eye[i]) for i in range(len(nodes))])
-    if extrapolate and len(nodes) > 1:
-        for a, b, side in ((0, 1, coords < nodes[0]), (-1, -2, coords > nodes[-1])):
-            t = (coords[side] - nodes[a]) / (nodes[a] - nodes[b])
-            w[a, side] = 1 + t
-            w[b, side] = -t
-    return w
+    return np.stack([np.interp(coords, nodes, eye[i]) for i in range(len(nodes))])
 
 
 def apply_psf_field(

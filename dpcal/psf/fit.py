@@ -21,10 +21,13 @@ still), on the linear RAW mosaic:
 5. **Kernels** per tile and plane (:mod:`dpcal.psf.estimate`): non-negative, sum one,
    gradient-regularised, noise-weighted least squares with exact normal equations; the
    regularisation weight maximises the marginal likelihood (evidence) of the tile's data.
-6. **Field model**: tile estimates are mixtures of the grid's node kernels under the bilinear
-   field (each row's hat weights); unmixing them with a weak second-difference smoothness prior
-   across the grid gives the node kernels, extrapolates tiles the chart does not cover, and
-   projects each kernel onto the simplex.
+6. **Field model**: tile estimates are mixtures of the grid's node kernels under a local
+   field model (:func:`local_field_weights`: quadratic through each inner node and its
+   neighbours, linear at the border; it reproduces smooth variation, where bilinear hats would
+   over-correct); unmixing them gives the node kernels as samples of the
+   field, then a thin-plate smoother across the grid (weight by generalised cross-validation),
+   extrapolation to tiles the chart does not cover, and projection onto the simplex. The output
+   field is applied bilinearly between these samples (REFERENCE.md section 1).
 7. **QA** per tile and plane: weighted residual (reduced chi^2), explained variance, MTF50,
    centroid, support, samples used.
 """
@@ -55,7 +58,7 @@ from dpcal.psf.estimate import (
     smoothness_operator,
     solve_kernel,
 )
-from dpcal.psf.field import PSFField, hat_weights
+from dpcal.psf.field import PSFField
 
 log = logging.getLogger("dpcal")
 
@@ -116,6 +119,47 @@ def _tile_bounds(width: int, height: int, gx: int, gy: int, origin: tuple[int, i
     ex = origin[0] + np.round(np.arange(gx + 1) * width / gx).astype(int)
     ey = origin[1] + np.round(np.arange(gy + 1) * height / gy).astype(int)
     return ex, ey
+
+
+def local_field_weights(nodes: np.ndarray, tile: int, coords: np.ndarray) -> np.ndarray:
+    """Weights ``(len(nodes), len(coords))`` of the node kernels in tile ``tile``'s field model.
+
+    Within an inner tile (and its margin) the PSF is modelled as the quadratic through the
+    tile's node and its two neighbours (Lagrange weights); in a border tile, as the line
+    through the outer node and its neighbour, extrapolated outward (a quadratic extrapolation
+    amplifies the noise of the outer kernels). The weights sum to 1 and are 1 at the tile's own
+    node, so the node kernels are samples of the field. Bilinear hats would mix a tile's
+    neighbours in three times as strongly as a smooth field does; unmixing with them biases
+    the nodes where the PSF changes smoothly.
+
+    Examples
+    --------
+    >>> local_field_weights(np.array([0.0, 10.0, 20.0]), 1, np.array([5.0, 15.0]))
+    array([[ 0.375, -0.125],
+           [ 0.75 ,  0.75 ],
+           [-0.125,  0.375]])
+    >>> local_field_weights(np.array([0.0, 10.0, 20.0]), 0, np.array([-5.0, 5.0]))
+    array([[ 1.5,  0.5],
+           [-0.5,  0.5],
+           [ 0. ,  0. ]])
+    """
+    nodes = np.asarray(nodes, float)
+    x = np.asarray(coords, float)
+    n = len(nodes)
+    w = np.zeros((n, len(x)))
+    if n == 1:
+        w[0] = 1.0
+        return w
+    if n == 2 or tile in (0, n - 1):
+        a, b = (0, 1) if tile == 0 else (n - 1, n - 2)
+        t = (x - nodes[a]) / (nodes[b] - nodes[a])
+        w[a], w[b] = 1 - t, t
+        return w
+    trip = (tile - 1, tile, tile + 1)
+    for a in trip:
+        others = [nodes[o] for o in trip if o != a]
+        w[a] = (x - others[0]) * (x - others[1]) / ((nodes[a] - others[0]) * (nodes[a] - others[1]))
+    return w
 
 
 def coverage_box(prepared) -> tuple[int, int, int, int]:
@@ -717,6 +761,18 @@ def _upsample_kernel(kh: np.ndarray, K: int) -> np.ndarray:
     return out / max(out.sum(), 1e-12)
 
 
+def _sigma_max(k: np.ndarray) -> float:
+    """Standard deviation of a kernel along its major axis (second moments about the centroid)."""
+    c = np.arange(k.shape[0]) - (k.shape[0] - 1) / 2
+    X, Y = np.meshgrid(c, c)
+    m = max(float(k.sum()), 1e-30)
+    mx, my = float((k * X).sum()) / m, float((k * Y).sum()) / m
+    cxx = float((k * (X - mx) ** 2).sum()) / m
+    cyy = float((k * (Y - my) ** 2).sum()) / m
+    cxy = float((k * (X - mx) * (Y - my)).sum()) / m
+    return math.sqrt(max(0.5 * (cxx + cyy) + math.hypot(0.5 * (cxx - cyy), cxy), 0.0))
+
+
 def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_order: int = 2) -> dict:
     """Half-resolution luminance kernels per tile (noise-field rows only)."""
     rng = np.random.default_rng(0)
@@ -776,7 +832,10 @@ def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_ord
         radius_h, border = _support_radius(kh, (K // 2) / 2 + 0.5, noise)
         r2 = 1.0 - sol.chi2 / max(tot_var, 1e-12)
         kf = _upsample_kernel(kh, K)
-        out[(j, i)] = _PilotTile(kh, kf, min(K // 2, 2 * radius_h + 2), border, r2, ne.n)
+        # The threshold rule cuts a wide PSF's tails where the pilot is noisy; a support of at
+        # least 3.5 sigma (second moments of the pilot, which noise only inflates) keeps them.
+        radius = max(2 * radius_h + 2, math.ceil(3.5 * _sigma_max(kf)))
+        out[(j, i)] = _PilotTile(kh, kf, min(K // 2, radius), border, r2, ne.n)
     return out
 
 
@@ -877,8 +936,8 @@ def _main(prepared, pilot, ex, ey, xs_nodes, ys_nodes, K, pattern, regularizatio
                 xt = ((x0 + tx) - xs_nodes[i]) / max(x1 - x0, 1)
                 yt = ((y0 + ty) - ys_nodes[j]) / max(y1 - y0, 1)
                 nuis = np.stack([xt * sp, yt * sp], 1).astype(np.float32)
-                hx = hat_weights(xs_nodes, (x0 + tx).astype(float), extrapolate=True)
-                hy = hat_weights(ys_nodes, (y0 + ty).astype(float), extrapolate=True)
+                hx = local_field_weights(xs_nodes, i, (x0 + tx).astype(float))
+                hy = local_field_weights(ys_nodes, j, (y0 + ty).astype(float))
                 hats = (hy[:, None, :] * hx[None, :, :]).reshape(gy * gx, -1).T
                 # Gram in chunks of rows (bounded memory, cache-friendly).
                 chunk = max(1024, 2_000_000 // (s * s))
@@ -911,14 +970,15 @@ def _main(prepared, pilot, ex, ey, xs_nodes, ys_nodes, K, pattern, regularizatio
 
 def _joint_field(main: dict, gx: int, gy: int, xs_nodes, ys_nodes, K: int, iterations: int = 6,
                  progress: bool = False) -> None:
-    """Make the tile kernels consistent with the bilinear field model (in place).
+    """Make the tile kernels consistent with the field model (in place).
 
-    For each tile the moment equations of the full field model are solved: the residual of
+    For each tile the moment equations of its local field model are solved (weights
+    :func:`local_field_weights`, source-indexed like the bilinear field): the residual of
     ``y = sum_g h_g * (w_g . u)`` over the tile's rows must be orthogonal to the tile's
     regressors (up to the regulariser). With the neighbours' kernels fixed, that is the tile's
     own problem with the linear term corrected by ``U^T W d``, where
     ``d = sum_{g' != g} (w_g' u) * (kappa_g' - kappa_g)`` is computed by FFT over the tile's
-    region. Relaxed block-Jacobi sweeps (relaxation 1 / mean own-hat weight) converge in a few
+    region. Relaxed block-Jacobi sweeps (relaxation 1 / mean own weight) converge in a few
     iterations; at the fixed point the equations hold exactly, also at the chart's border where
     the data are not stationary.
     """
@@ -957,8 +1017,8 @@ def _joint_field(main: dict, gx: int, gy: int, xs_nodes, ys_nodes, K: int, itera
             up = np.zeros(P, np.float32)
             up[:hr, :wr] = td.u
             UF = sfft.rfft2(up, workers=-1)
-            hx = hat_weights(xs_nodes, td.rx0 + np.arange(wr, dtype=float), extrapolate=True)
-            hy = hat_weights(ys_nodes, td.ry0 + np.arange(hr, dtype=float), extrapolate=True)
+            hx = local_field_weights(xs_nodes, i, td.rx0 + np.arange(wr, dtype=float))
+            hy = local_field_weights(ys_nodes, j, td.ry0 + np.arange(hr, dtype=float))
             XF = {}
             for (jj, ii) in nbrs:
                 if not (np.any(hx[ii]) and np.any(hy[jj])):
