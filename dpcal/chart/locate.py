@@ -352,6 +352,8 @@ def refine_corners_model(
     positions : ndarray (n, 2)
     ok : ndarray of bool (n,)
         Converged, with a contrast well above the noise, and moved less than ``radius / 2``.
+    blur : ndarray (n,)
+        Fitted blur (Gaussian sigma, pixels).
     """
     c = np.asarray(guess, float).copy()
     ok = np.ones(len(c), bool)
@@ -359,7 +361,7 @@ def refine_corners_model(
     # would make the model error asymmetric about the corner).
     for _ in range(2):
         c, ok, blur = _fit_corner_model(lum, c, guess, normals, radius, blur, iterations)
-    return c, ok
+    return c, ok, blur
 
 
 def _fit_corner_model(lum, start, guess, normals, radius, blur, iterations):
@@ -517,8 +519,16 @@ def locate_chart(
         keep = good
     # Final: least-squares corner model from the best camera model, then the full model fit.
     guess = _to_luma(mapping.forward(P))
+    normals = _edge_normals(mapping, P)
     radius = max(3.0, min(0.45 * q_luma, q_luma - 1.5 * max(1.0, kernel_radius / 2)))
-    ref, ok = refine_corners_model(lum, guess, _edge_normals(mapping, P), radius, blur=max(0.7, kernel_radius / 4))
+    ref, ok, blur = refine_corners_model(lum, guess, normals, radius, blur=max(0.7, kernel_radius / 4))
+    # The model holds up to the neighbouring squares' blurred edges: with the measured blur,
+    # a larger window (more edge pixels, less noise) is safe.
+    s_blur = float(np.median(blur[ok])) if ok.any() else np.inf
+    wide = min(0.8 * q_luma, q_luma - 3.0 * s_blur - 1.0)
+    if wide > radius + 0.5:
+        ref2, ok2, _ = refine_corners_model(lum, np.where(ok[:, None], ref, guess), normals, wide, blur=s_blur)
+        ref = np.where((ok & ok2)[:, None], ref2, ref)
     good = keep & ok & (np.linalg.norm(ref - guess, axis=1) < 0.25 * q_luma)
     if good.sum() < 8:
         raise FitError(f"only {int(good.sum())} of {len(P)} chart corners could be measured precisely; the "
