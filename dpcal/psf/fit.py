@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from dpcal.cfa import PLANES, plane_map, plane_offsets
+from dpcal.chart.geometry import fit_lens_mapping
 from dpcal.chart.locate import ChartLocation, locate_chart
 from dpcal.chart.render import rasterize, summed_area
 from dpcal.chart.spec import ChartSpec, chart_raster
@@ -59,7 +60,7 @@ from dpcal.psf.estimate import (
     smoothness_operator,
     solve_kernel,
 )
-from dpcal.psf.field import PSFField
+from dpcal.psf.field import PSFField, hat_weights
 
 log = logging.getLogger("dpcal")
 
@@ -639,8 +640,14 @@ def fit_psf(
 
     # --- field model ----------------------------------------------------------------------
     _joint_field(main, gx, gy, xs_nodes, ys_nodes, K, iterations=field_iterations, progress=progress)
+    delta = _recentre(main, prepared, xs_nodes, ys_nodes, chart, distortion)
     psf, qa = _field_model(main, gx, gy, K)
     smoothing = _smooth_field(psf, main, gx, gy, pool_green=pool_green, enabled=smooth)
+    _shift_kernels(psf, delta)
+    for row in qa:  # QA of the kernels as written
+        k = psf[row["row"], row["col"], PLANES.index(row["plane"])]
+        m = mtf50(k)
+        row.update(mtf50=m["radial"], mtf50_x=m["x"], mtf50_y=m["y"], centroid_px=list(kernel_centroid(k)))
     node_xy = np.stack(np.meshgrid(xs_nodes, ys_nodes), -1)
     reg = [dict(capture=p.name, **p.loc.summary()) for p in prepared]
     rms = float(np.sqrt(np.mean([r["registration_rms_px"] ** 2 for r in reg])))
@@ -660,6 +667,7 @@ def fit_psf(
         "node_region": list(box),
         "field_model": smoothing,
         "prior": prior,
+        "recentred_px": float(np.abs(delta).max()),
     }
     meta = {"method": "dpcal fit-psf", "chart": str(chart.path) if chart.path else None,
             "registration_rms_px": rms, "captures": summary["captures"], "pattern": pattern}
@@ -845,6 +853,61 @@ def _pilot(prepared: list[_Prepared], ex, ey, K: int, pilot_rows: int, prior_ord
         radius = max(2 * radius_h + 2, math.ceil(3.5 * _sigma_max(kf)))
         out[(j, i)] = _PilotTile(kh, kf, min(K // 2, radius), border, r2, ne.n)
     return out
+
+
+def _recentre(main: dict, prepared: list[_Prepared], xs_nodes, ys_nodes, chart: ChartSpec,
+              distortion) -> np.ndarray:
+    """Displacement ``(gy, gx, 2)`` to take out of the node kernels: the part of the PSFs'
+    centroid field that the camera model can express.
+
+    The X-corners locate the chart as blurred by the PSF, so an asymmetric (e.g. comatic) PSF
+    moves them by an amount between its peak and its centroid, and the kernels keep the rest.
+    A chart cannot observe absolute shifts that the camera model (homography + distortion)
+    can express, so dpcal's convention is that these are zero on average: the camera model is
+    refitted to the corner-based mapping displaced by the tile kernels' mean centroid field,
+    and the kernels are later shifted by the resulting displacement (smooth, from a dozen model
+    parameters, so it adds almost no noise). Lateral colour and displacements the model cannot
+    express stay in the kernels.
+    """
+    gy, gx = len(ys_nodes), len(xs_nodes)
+    cent = np.zeros((gy, gx, 2))
+    have = np.zeros((gy, gx), bool)
+    for (j, i), t in main.items():
+        cs = [kernel_centroid(e[0].kernel) for e in t["solutions"] if e is not None]
+        if cs:
+            cent[j, i] = np.mean(cs, axis=0)
+            have[j, i] = True
+    if have.sum() < 2:
+        return np.zeros((gy, gx, 2))
+    m = prepared[0].loc.mapping
+    x0, y0, x1, y1 = chart.noise["rect"]
+    P = np.stack(np.meshgrid(np.linspace(x0, x1, 32), np.linspace(y0, y1, 24)), -1).reshape(-1, 2)
+    X = m.forward(P)
+    # the centroid field between tile centres, from the tiles with data only
+    wx = hat_weights(xs_nodes, X[:, 0])
+    wy = hat_weights(ys_nodes, X[:, 1])
+    wgt = np.einsum("jn,in,ji->n", wy, wx, have.astype(float))
+    c = np.einsum("jn,in,jic->nc", wy, wx, cent * have[..., None]) / np.maximum(wgt, 1e-12)[:, None]
+    keep = wgt > 0.5
+    fit = fit_lens_mapping(P[keep], X[keep] + c[keep], m.image_size, distortion=tuple(distortion), init=m,
+                           outlier_px=1e9)
+    nodes = np.stack(np.meshgrid(xs_nodes, ys_nodes), -1)
+    return fit.mapping.forward(m.inverse(nodes)) - nodes
+
+
+def _shift_kernels(psf: np.ndarray, delta: np.ndarray) -> None:
+    """Shift every node's kernels by ``-delta`` (sub-pixel, Fourier; in place, kept on the simplex)."""
+    from scipy.ndimage import fourier_shift
+
+    k = psf.shape[-1]
+    pad = k // 2
+    for j in range(psf.shape[0]):
+        for i in range(psf.shape[1]):
+            dx, dy = delta[j, i]
+            for c in range(psf.shape[2]):
+                big = np.pad(psf[j, i, c], pad)
+                sh = np.real(np.fft.ifft2(fourier_shift(np.fft.fft2(big), (-dy, -dx))))[pad:pad + k, pad:pad + k]
+                psf[j, i, c] = project_simplex(sh)
 
 
 def _check_match(pilot: dict, chart: ChartSpec) -> None:
