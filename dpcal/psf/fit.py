@@ -6,7 +6,9 @@ still), on the linear RAW mosaic:
 1. **Registration** (:func:`dpcal.chart.locate.locate_chart`): the chart's X-corners, refined to
    a few hundredths of a pixel, fit a homography plus radial lens distortion; its RMS is the
    registration RMS. Estimating against a model of known low order keeps lens distortion and the
-   PSF's own shifts apart (a free local warp would absorb the PSFs' off-axis displacements).
+   PSF's own shifts apart (a free local warp would absorb the PSFs' off-axis displacements);
+   after the kernel fit, the part of the kernels' mean centroid field this model can express is
+   moved into it (:func:`_recentre`), since the chart cannot tell the two apart.
 2. **Photometry** per CFA plane: black and white levels as smooth fields over the sensor
    (print: fitted to the chart's flat black and white areas with a vignetting model; display:
    the black and white frames), the normalised data ``b = (y - black) / (white - black)``, and
