@@ -395,7 +395,7 @@ def _auto_supersample(loc: ChartLocation) -> int:
     ang = np.maximum(np.abs(np.arctan2(jx[:, 1], jx[:, 0])), np.abs(np.arctan2(jy[:, 0], jy[:, 1])))
     deg = float(np.degrees(np.nanmax(ang)))
     del P
-    return 1 if deg < 2.0 else 2 if deg < 7.0 else 3
+    return 1 if deg < 5.0 else 2 if deg < 10.0 else 3
 
 
 def _in_rect_mask(loc: ChartLocation, rect, size) -> np.ndarray:
