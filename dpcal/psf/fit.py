@@ -646,10 +646,7 @@ def fit_psf(
     psf, qa = _field_model(main, gx, gy, K)
     smoothing = _smooth_field(psf, main, gx, gy, pool_green=pool_green, enabled=smooth)
     _shift_kernels(psf, delta)
-    for row in qa:  # QA of the kernels as written
-        k = psf[row["row"], row["col"], PLANES.index(row["plane"])]
-        m = mtf50(k)
-        row.update(mtf50=m["radial"], mtf50_x=m["x"], mtf50_y=m["y"], centroid_px=list(kernel_centroid(k)))
+    _kernel_qa(psf, qa)
     node_xy = np.stack(np.meshgrid(xs_nodes, ys_nodes), -1)
     reg = [dict(capture=p.name, **p.loc.summary()) for p in prepared]
     rms = float(np.sqrt(np.mean([r["registration_rms_px"] ** 2 for r in reg])))
@@ -784,7 +781,7 @@ def _sigma_max(k: np.ndarray) -> float:
     c = np.arange(k.shape[0]) - (k.shape[0] - 1) / 2
     X, Y = np.meshgrid(c, c)
     m = max(float(k.sum()), 1e-30)
-    mx, my = float((k * X).sum()) / m, float((k * Y).sum()) / m
+    mx, my = kernel_centroid(k)
     cxx = float((k * (X - mx) ** 2).sum()) / m
     cyy = float((k * (Y - my) ** 2).sum()) / m
     cxy = float((k * (X - mx) * (Y - my)).sum()) / m
@@ -1187,18 +1184,15 @@ def _fill_missing(cur: dict, gx: int, gy: int, keep=None) -> None:
 
 
 def _field_model(main: dict, gx: int, gy: int, K: int):
-    """The node kernels (after :func:`_joint_field`) and per-tile QA."""
+    """The node kernels (after :func:`_joint_field`) and per-tile fit QA (the kernels' own QA,
+    MTF50 and centroid, is added by :func:`_kernel_qa` once they are final)."""
     psf = np.zeros((gy, gx, 4, K, K))
     qa = []
     for (j, i), t in main.items():
         sols = t.get("solutions_joint") or t["solutions"]
         for c, name in enumerate(PLANES):
-            k = t["kernels"][c]
-            psf[j, i, c] = k
-            m = mtf50(k)
-            cx, cy = kernel_centroid(k)
-            row = {"row": j, "col": i, "plane": name, "support": t["s"], "mtf50": m["radial"],
-                   "mtf50_x": m["x"], "mtf50_y": m["y"], "centroid_px": [cx, cy]}
+            psf[j, i, c] = t["kernels"][c]
+            row = {"row": j, "col": i, "plane": name, "support": t["s"]}
             entry = sols[c]
             if entry is None:
                 row.update(samples=0, reduced_chi2=None, explained_variance=None, gain=None, extrapolated=True)
@@ -1209,6 +1203,14 @@ def _field_model(main: dict, gx: int, gy: int, K: int):
                            extrapolated=False, regularization=float(lam))
             qa.append(row)
     return psf, qa
+
+
+def _kernel_qa(psf: np.ndarray, qa: list[dict]) -> None:
+    """Add MTF50 (radial, x, y) and centroid of each kernel as written to its QA row."""
+    for row in qa:
+        k = psf[row["row"], row["col"], PLANES.index(row["plane"])]
+        m = mtf50(k)
+        row.update(mtf50=m["radial"], mtf50_x=m["x"], mtf50_y=m["y"], centroid_px=list(kernel_centroid(k)))
 
 
 def _second_difference_penalty(gx: int, gy: int) -> np.ndarray:
