@@ -96,3 +96,41 @@ def test_real_truncated(shared_data, tmp_path):
 def test_dng_iso_beyond_16_bits(tmp_path, iso):
     write_dng(tmp_path / "i.dng", np.zeros((32, 32), np.uint16), "RGGB", iso=iso)
     assert read_raw(tmp_path / "i.dng").iso == iso
+
+
+@pytest.mark.parametrize("iso", [100, 800, 65535, 66667])
+def test_dng_metadata_visible_to_libraw(tmp_path, iso):
+    # LibRaw (rawpy, darktable, ...) reads ISO and exposure only from the EXIF IFD.
+    import rawpy
+
+    p = tmp_path / "i.dng"
+    write_dng(p, np.full((32, 32), 300, np.uint16), "GRBG", black_level=64, white_level=4095, iso=iso,
+              exposure_time=1 / 250)
+    with rawpy.imread(str(p)) as raw:
+        # EXIF 2.2's ISOSpeedRatings is 16-bit: LibRaw sees 65535 above it, dpcal reads ISOSpeed.
+        assert raw.other.iso_speed == min(iso, 65535)
+        assert raw.other.shutter_speed == pytest.approx(1 / 250)
+        assert raw.black_level_per_channel == [64] * 4
+    assert read_raw(p).iso == iso
+
+
+def test_real_metadata_as_libraw_reads_it(shared_data):
+    from tests.conftest import run_cli
+
+    raw = shared_data / "raw"
+    kd = read_raw(raw / "rawpy_RAW_KODAK_DC50.KDC")
+    assert kd.iso == 84  # from the KDC header, which EXIF readers miss
+    assert kd.exposure_time == pytest.approx(0.00435, rel=1e-4)
+    bm = read_raw(raw / "imageio_Blackmagic.dng")
+    assert bm.model == "Blackmagic Pocket Cinema Camera 4K"  # DNG UniqueCameraModel; no Make/Model tags
+    out = run_cli("info", str(raw / "rawpy_RAW_KODAK_DC50.KDC")).stdout
+    assert "ISO: 84 " in out and "exposure: 1/229.9 s" in out and "None" not in out
+    out = run_cli("info", str(raw / "imageio_Blackmagic.dng")).stdout
+    assert "camera: Blackmagic Pocket Cinema Camera 4K" in out and "ISO: unknown  exposure: unknown" in out
+
+
+def test_iso_override_must_be_positive(tmp_path):
+    write_dng(tmp_path / "i.dng", np.zeros((32, 32), np.uint16), "RGGB", iso=100)
+    assert read_raw(tmp_path / "i.dng", iso=3200).iso == 3200
+    with pytest.raises(BadInputError, match="iso must be > 0"):
+        read_raw(tmp_path / "i.dng", iso=-5)

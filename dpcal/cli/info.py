@@ -35,6 +35,17 @@ def info(file: str, iso: float | None, stats: bool, as_json: bool, **kw) -> None
         return
     click.echo(f"{doc['path']}: {doc['width']}x{doc['height']} {doc['pattern']}")
     click.echo(f"  black (R,Gr,Gb,B): {doc['black_level']}  white: {doc['white_level']:g}  bits: {doc['bit_depth']}")
-    click.echo(f"  ISO: {doc['iso']}  exposure: {doc['exposure_time']} s  camera: {doc['maker']} {doc['model']}")
+    iso_s = "unknown" if doc["iso"] is None else f"{doc['iso']:g}"
+    camera = " ".join(x for x in (doc["maker"], doc["model"]) if x) or "unknown"
+    click.echo(f"  ISO: {iso_s}  exposure: {_exposure(doc['exposure_time'])}  camera: {camera}")
     for n, s in doc.get("stats", {}).items():
         click.echo(f"  {n:<3} mean {s['mean']:.4f} std {s['std']:.4f} min {s['min']:.4f} max {s['max']:.4f}")
+
+
+def _exposure(t: float | None) -> str:
+    """Exposure time as photographers write it: 1/230 s below half a second."""
+    if t is None:
+        return "unknown"
+    if t < 0.5:
+        return f"1/{1 / t:.4g} s ({t:.4g} s)"
+    return f"{t:g} s"

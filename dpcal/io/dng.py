@@ -1,8 +1,8 @@
 """Minimal DNG writer for Bayer mosaics (readable by LibRaw/rawpy, Adobe and darktable).
 
 Written with ``tifffile`` plus the DNG tags a raw converter needs: CFA layout, black and white
-levels, a colour matrix, and ISO / exposure time in the EXIF tags that :func:`dpcal.io.raw.read_raw`
-reads back.
+levels, a colour matrix, and ISO / exposure time in an EXIF IFD, where LibRaw (rawpy's
+``other.iso_speed`` and ``other.shutter_speed``), exifread and :func:`dpcal.io.raw.read_raw` look.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dpcal.errors import BadInputError
 from dpcal.io.atomic import atomic_path
 
 _CFA_CODE = {"R": 0, "G": 1, "B": 2}
+_EXIF_PLACEHOLDER = 34666
 
 
 def _rational(x: float, denom: int = 1_000_000) -> tuple[int, int]:
@@ -50,7 +51,8 @@ def write_dng(
     white_level : float, optional
         Saturation level; defaults to 65535.
     iso, exposure_time : float, optional
-        Stored in the EXIF tags ISOSpeedRatings and ExposureTime (seconds).
+        Stored in the EXIF IFD as ISOSpeedRatings (with ISOSpeed above 65535) and ExposureTime
+        (seconds).
     make, model : str
 
     Examples
@@ -97,16 +99,11 @@ def write_dng(
         (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True),  # AsShotNeutral
         (50778, "H", 1, 21, True),  # CalibrationIlluminant1 = D65
     ]
-    if iso is not None:
-        iso_i = int(round(iso))
-        # ISOSpeedRatings is 16-bit; EXIF 2.3 puts larger values in ISOSpeed (LONG) with
-        # SensitivityType 3, and 65535 in ISOSpeedRatings.
-        tags.append((34855, "H", 1, min(iso_i, 65535), True))  # ISOSpeedRatings
-        if iso_i > 65535:
-            tags.append((34864, "H", 1, 3, True))  # SensitivityType: ISO speed
-            tags.append((34867, "I", 1, iso_i, True))  # ISOSpeed
-    if exposure_time is not None:
-        tags.append((33434, "2I", 1, _rational(exposure_time), True))  # ExposureTime
+    exif = _exif_entries(iso, exposure_time)
+    if exif:
+        # tifffile will not write an ExifIFD tag: a private placeholder that sorts where 34665
+        # does (between CFAPattern and DNGVersion) is renamed once the IFD is appended.
+        tags.append((_EXIF_PLACEHOLDER, "I", 1, 0, True))
     with atomic_path(path) as tmp:
         tifffile.imwrite(
             tmp,
@@ -118,3 +115,57 @@ def write_dng(
             extratags=tags,
             metadata=None,
         )
+        if exif:
+            _append_exif_ifd(tmp, exif)
+
+
+def _exif_entries(iso: float | None, exposure_time: float | None) -> list[tuple[int, int, int, bytes]]:
+    """EXIF IFD entries ``(tag, TIFF type, count, little-endian value bytes)``, sorted by tag."""
+    import struct
+
+    out = []
+    if exposure_time is not None:
+        if not exposure_time > 0:
+            raise BadInputError(f"exposure_time must be > 0 seconds, got {exposure_time}")
+        out.append((33434, 5, 1, struct.pack("<II", *_rational(exposure_time))))  # ExposureTime
+    if iso is not None:
+        iso_i = int(round(iso))
+        if iso_i < 1:
+            raise BadInputError(f"iso must be >= 1, got {iso}")
+        # ISOSpeedRatings is 16-bit; EXIF 2.3 puts larger values in ISOSpeed (LONG) with
+        # SensitivityType 3 and 65535 in ISOSpeedRatings.
+        out.append((34855, 3, 1, struct.pack("<H", min(iso_i, 65535))))  # ISOSpeedRatings
+        if iso_i > 65535:
+            out.append((34864, 3, 1, struct.pack("<H", 3)))  # SensitivityType: ISO speed
+            out.append((34867, 4, 1, struct.pack("<I", iso_i)))  # ISOSpeed
+    if out:
+        out.append((36864, 7, 4, b"0230"))  # ExifVersion 2.3 (ISOSpeed is a 2.3 tag)
+    return sorted(out)
+
+
+def _append_exif_ifd(path, entries) -> None:
+    """Append an EXIF IFD to a little-endian classic TIFF and turn IFD0's placeholder entry
+    into the ExifIFD pointer (tag 34665, type LONG) to it."""
+    import struct
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        if tf.byteorder != "<" or tf.is_bigtiff:
+            raise RuntimeError("write_dng expects tifffile to write a little-endian classic TIFF")
+        pointer_at = tf.pages[0].tags[_EXIF_PLACEHOLDER].valueoffset
+    with open(path, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        start = f.tell() + (f.tell() & 1)  # IFDs start on a word boundary
+        data_at = start + 2 + 12 * len(entries) + 4
+        ifd, data = [struct.pack("<H", len(entries))], b""
+        for tag, typ, count, value in entries:
+            if len(value) <= 4:
+                ifd.append(struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\0"))
+            else:
+                ifd.append(struct.pack("<HHII", tag, typ, count, data_at + len(data)))
+                data += value
+        ifd.append(struct.pack("<I", 0))
+        f.write(b"\0" * (start - f.tell()) + b"".join(ifd) + data)
+        f.seek(pointer_at - 8)  # the 12-byte entry: tag, type, count, value
+        f.write(struct.pack("<HHII", 34665, 4, 1, start))

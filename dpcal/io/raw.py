@@ -170,14 +170,18 @@ def read_raw(
         img.black_level = tuple(float(b) for b in bl)
     if white_level is not None:
         img.white_level = float(white_level)
-    if iso is not None:
-        img.iso = float(iso)
-    if img.iso is None or img.exposure_time is None:
+    if img.iso is None or img.iso == 65535 or img.exposure_time is None or img.maker is None:
         meta = read_exif(p)
-        img.iso = img.iso if img.iso is not None else meta.get("iso")
+        # LibRaw's 65535 is a saturated 16-bit tag; EXIF 2.3's ISOSpeed holds the real value.
+        if img.iso is None or (img.iso == 65535 and meta.get("iso")):
+            img.iso = meta.get("iso")
         img.exposure_time = img.exposure_time if img.exposure_time is not None else meta.get("exposure_time")
         img.maker = img.maker or meta.get("maker")
         img.model = img.model or meta.get("model")
+    if iso is not None:
+        if not iso > 0:
+            raise BadInputError(f"iso must be > 0, got {iso:g}")
+        img.iso = float(iso)
     _check_levels(img)
     return img
 
@@ -232,12 +236,17 @@ def _read_libraw(p: Path, pattern: str | None) -> RawImage:
         black = tuple(float(per_channel[colors[offs[n]]]) for n in PLANES)
         white = float(raw.white_level)
         bits = int(np.ceil(np.log2(white + 1))) if white > 0 else None
+        # LibRaw parses maker notes and vendor headers that EXIF readers miss (e.g. a Kodak KDC's
+        # ISO); 0 means it found none.
+        other = raw.other
     return RawImage(
         dn=dn,
         pattern=validate_pattern(pattern) if pattern else file_pattern,
         black_level=black,
         white_level=white,
         bit_depth=bits,
+        iso=float(other.iso_speed) if other.iso_speed > 0 else None,
+        exposure_time=float(other.shutter_speed) if other.shutter_speed > 0 else None,
         path=str(p),
     )
 
@@ -314,7 +323,9 @@ def _read_decoded(p: Path, pattern, bits) -> RawImage:
 def read_exif(path: str | os.PathLike) -> dict:
     """ISO, exposure time (s), maker and model from a file's EXIF/TIFF tags, where present.
 
-    Uses ``exifread`` (rawpy does not expose EXIF). Missing or unreadable tags give ``None``.
+    Uses ``exifread`` (rawpy exposes neither the camera's make nor its model). A DNG without
+    Make/Model tags names its camera in UniqueCameraModel, which becomes ``model``. Missing or
+    unreadable tags give ``None``.
     """
     import logging
 
@@ -353,6 +364,9 @@ def read_exif(path: str | os.PathLike) -> dict:
         out["maker"] = str(tags["Image Make"]).strip() or None
     if "Image Model" in tags:
         out["model"] = str(tags["Image Model"]).strip() or None
+    if out["maker"] is None and out["model"] is None:
+        unique = tags.get("Image UniqueCameraModel") or tags.get("Image Tag 0xC614")  # DNG tag 50708
+        out["model"] = str(unique).strip() or None if unique is not None else None
     return out
 
 
