@@ -27,3 +27,7 @@ class BadCFAError(BadInputError):
 
 class FitError(DpcalError):
     """A calibration fit is undetermined (too little usable data) and returns no numbers."""
+
+
+class DpcalWarning(UserWarning):
+    """Base class of dpcal's warnings; the CLI prints each kind once, as one line on stderr."""

@@ -50,6 +50,42 @@ def test_profile_validate(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_profile_validate_several_ids_files_and_psf(tmp_path):
+    doc = json.loads(run_cli("profile", "show", "semco", "--json").stdout)
+    doc["psf"] = {"file": "semco.psf.npz"}
+    (tmp_path / "with_psf.json").write_text(json.dumps(doc))
+    r = run_cli("profile", "validate", "eld-sonya7s2", "semco", check=0)
+    assert r.stdout.count(": valid") == 2
+    # a profile whose PSF file is missing is not valid (simulate --psf would fail on it)
+    r = run_cli("profile", "validate", "semco", str(tmp_path / "with_psf.json"), "nope", check=1)
+    assert "semco.json: valid" in r.stdout
+    assert "psf.file: 'semco.psf.npz' not found" in r.stderr and "unknown profile 'nope'" in r.stderr
+    docs = json.loads(run_cli("profile", "validate", "semco", str(tmp_path / "with_psf.json"), "--json",
+                              check=1).stdout)
+    assert [d["valid"] for d in docs] == [True, False]
+    (tmp_path / "semco.psf.npz").write_bytes(b"")
+    run_cli("profile", "validate", str(tmp_path / "with_psf.json"), check=0)
+
+
+@pytest.mark.parametrize("args,warns", [
+    (("eld-sonya7s2", "--lux", "0.01"), "ISO up to 20000000"),
+    (("eld-sonya7s2", "--iso", "100000"), "ISO up to 100000"),
+    (("eld-sonya7s2", "--iso", "50"), "ISO down to 50"),
+    (("eld-sonya7s2", "--iso", "8000"), None),  # within a third of a stop of 6400
+    (("eld-sonya7s2", "--iso", "800"), None),
+    (("nexus6p-rear", "--lux", "0.01"), None),  # single-ISO linear profile: no measured range
+])
+def test_profile_noise_warns_beyond_measured_range(args, warns):
+    r = run_cli("profile", "noise", *args, "--json")
+    json.loads(r.stdout)  # the warning stays off stdout
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    if warns is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("dpcal: warning: profile eld-sonya7s2 is measured at "
+                                                        "ISO 100-6400;") and warns in lines[0]
+
+
 @pytest.mark.parametrize(
     "args,code,text",
     [
@@ -78,9 +114,9 @@ def test_info_text_dng(tmp_path):
 def test_info_real_files(shared_data):
     doc = json.loads(run_cli("info", str(shared_data / "raw/imageio_Blackmagic.dng"), "--json").stdout)
     assert doc["pattern"] == "RGGB" and doc["black_level"] == [512] * 4 and doc["white_level"] == 65535
-    assert doc["iso"] is None
+    assert doc["iso"] is None and doc["model"] == "Blackmagic Pocket Cinema Camera 4K"
     doc = json.loads(run_cli("info", str(shared_data / "raw/rawpy_RAW_KODAK_DC50.KDC"), "--json").stdout)
-    assert doc["pattern"] == "GRBG" and doc["white_level"] == 16383
+    assert doc["pattern"] == "GRBG" and doc["white_level"] == 16383 and doc["iso"] == 84
     r = run_cli("info", str(shared_data / "raw/imageio_Nikon_uncompressed.nef"), check=1)
     assert "not a Bayer mosaic" in r.stderr and "Traceback" not in r.stderr
 

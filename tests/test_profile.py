@@ -148,3 +148,20 @@ def test_noise_bad_arguments():
         p.noise(lux=0)
     with pytest.raises(BadInputError, match="exactly one"):
         p.noise()
+
+
+def test_out_of_range_warning_from_library():
+    import warnings
+
+    from dpcal.profile import OutOfRangeWarning
+
+    p = load_profile("eld-nikond850")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p.noise(iso=6400 * 1.25)  # inside the tolerance
+        p.noise(iso=100 / 1.25)
+        load_profile("nexus6p-rear").noise(lux=0.1)
+    with pytest.warns(OutOfRangeWarning, match="measured at ISO 100-6400; ISO up to 66667"):
+        p.noise(lux=3)
+    with pytest.warns(OutOfRangeWarning, match="ISO down to 10"):
+        p.noise(iso=10)

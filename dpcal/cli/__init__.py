@@ -11,11 +11,12 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 
 import click
 
 from dpcal._version import __version__
-from dpcal.errors import DpcalError
+from dpcal.errors import DpcalError, DpcalWarning
 
 # name -> "module:attribute"; the order is the pipeline's.
 COMMANDS = {
@@ -29,7 +30,19 @@ COMMANDS = {
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 
-_state = {"verbose": 0}
+_state = {"verbose": 0, "warned": set()}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """dpcal's own warnings as one line each, one per kind and command (not one per image)."""
+    if not issubclass(category, DpcalWarning):
+        return _show_other(message, category, filename, lineno, file, line)
+    if category not in _state["warned"]:
+        _state["warned"].add(category)
+        click.echo(f"dpcal: warning: {message}", err=True)
+
+
+_show_other = warnings.showwarning
 
 
 class LazyGroup(click.Group):
@@ -60,6 +73,9 @@ def cli(verbose: int, quiet: bool) -> None:
     Results go to stdout (one JSON document with --json); logs and progress go to stderr.
     """
     _state["verbose"] = verbose
+    _state["warned"] = set()
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", DpcalWarning)  # the once-per-kind rule is _show_warning's
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="dpcal: %(message)s", stream=sys.stderr, force=True)
     if quiet:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from dpcal.cli.options import emit_json, json_option
@@ -58,29 +55,24 @@ def show(profile_id: str, as_json: bool) -> None:
 
 
 @profile.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("profiles", nargs=-1, required=True, metavar="ID_OR_FILE...")
 @json_option
-def validate(file: str, as_json: bool) -> None:
-    """Check a profile file; exit 1 listing every problem."""
-    from dpcal.errors import BadProfileError
-    from dpcal.profile import validate_profile
+def validate(profiles: tuple[str, ...], as_json: bool) -> None:
+    """Check profile files or bundled ids (and their PSF files); exit 1 listing every problem."""
+    from dpcal.profile import check_profile_file
 
-    path = Path(file)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadProfileError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise BadProfileError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    errors = validate_profile(doc)
+    results = [(p, *check_profile_file(p)) for p in profiles]
     if as_json:
-        emit_json({"file": str(path), "valid": not errors, "errors": errors})
-    elif not errors:
-        click.echo(f"{path}: valid")
-    if errors:
-        if not as_json:
+        docs = [{"profile": arg, "file": str(path), "valid": not errors, "errors": errors}
+                for arg, path, errors in results]
+        emit_json(docs[0] if len(docs) == 1 else docs)
+    else:
+        for arg, path, errors in results:
+            if not errors:
+                click.echo(f"{path}: valid")
             for e in errors:
                 click.echo(f"{path}: {e}", err=True)
+    if any(errors for _, _, errors in results):
         raise SystemExit(1)
 
 

@@ -23,12 +23,13 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from dpcal._version import __version__
 from dpcal.cfa import PATTERNS, PLANES
-from dpcal.errors import BadInputError, BadProfileError
+from dpcal.errors import BadInputError, BadProfileError, DpcalWarning
 from dpcal.io.atomic import write_json_atomic
 from dpcal.profile.model import (
     ISO_MODELS,
@@ -45,14 +46,22 @@ log = logging.getLogger("dpcal")
 SCHEMA_VERSION = 1
 DEFAULT_PROFILE = "nexus6p-rear"
 REFERENCE_LIGHT = {"lux_per_light_level": 2000.0, "iso_at_unit_light_level": 100.0}
+#: How far beyond its measured ISO range a profile's noise is used without a warning: a third of a
+#: stop, one ISO setting of a camera. Farther out the ISO model extrapolates, and badly: fitted
+#: without their top ISO, the ELD tables' cts models miss sigma at ISO 6400 by 46-59 % (docs/profiles.md).
+ISO_RANGE_TOLERANCE = 2 ** (1 / 3)
 
 __all__ = [
     "SCHEMA_VERSION",
     "DEFAULT_PROFILE",
+    "ISO_RANGE_TOLERANCE",
     "NoiseParams",
+    "OutOfRangeWarning",
     "Profile",
     "validate_profile",
     "load_profile",
+    "find_profile",
+    "check_profile_file",
     "list_profiles",
     "profile_dirs",
     "new_profile",
@@ -61,6 +70,11 @@ __all__ = [
     "iso_from_lux",
     "leave_one_iso_out",
 ]
+
+
+class OutOfRangeWarning(DpcalWarning):
+    """Noise was requested at an ISO beyond the range a profile was measured at (its ISO model
+    extrapolates there)."""
 
 
 @dataclasses.dataclass
@@ -297,6 +311,7 @@ class Profile:
             raise BadInputError(f"ISO must be a positive number, got {iso}")
         if source not in ("model", "table"):
             raise BadInputError(f"noise source must be 'model' or 'table', got {source!r}")
+        self.warn_if_extrapolated(iso, iso, stacklevel=3)
         m = self.iso_model
         alpha, sigma = {}, {}
         for plane in PLANES:
@@ -305,6 +320,40 @@ class Profile:
                 got = eval_iso_model(m["kind"], m["params"][plane], iso)
             alpha[plane], sigma[plane] = got
         return NoiseParams(alpha=alpha, sigma=sigma, iso=iso)
+
+    def measured_iso_range(self) -> tuple[float, float] | None:
+        """Lowest and highest ISO of the noise table; None for a single-ISO profile, whose ISO
+        model (the reference code's linear one) is an assumption rather than a fit over a range."""
+        isos = sorted({float(r["iso"]) for r in self.table})
+        return (isos[0], isos[-1]) if len(isos) > 1 else None
+
+    def warn_if_extrapolated(self, iso_lo: float, iso_hi: float, *, stacklevel: int = 2) -> bool:
+        """Issue an :class:`OutOfRangeWarning` if ``[iso_lo, iso_hi]`` leaves the measured ISO
+        range by more than :data:`ISO_RANGE_TOLERANCE`; return whether it did.
+
+        Examples
+        --------
+        >>> import warnings
+        >>> p = load_profile("eld-sonya7s2")
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     p.warn_if_extrapolated(800, 8000), p.warn_if_extrapolated(100, 66667)
+        (False, True)
+        >>> print(w[0].message)
+        profile eld-sonya7s2 is measured at ISO 100-6400; ISO up to 66667 is extrapolated by its cts ISO model
+        """
+        rng = self.measured_iso_range()
+        if rng is None:
+            return False
+        lo, hi = rng
+        below, above = iso_lo < lo / ISO_RANGE_TOLERANCE, iso_hi > hi * ISO_RANGE_TOLERANCE
+        if not (below or above):
+            return False
+        asked = " and ".join(([f"ISO down to {iso_lo:.3g}"] if below else []) + ([f"ISO up to {iso_hi:.0f}"] if above else []))
+        warnings.warn(OutOfRangeWarning(
+            f"profile {self.id} is measured at ISO {lo:g}-{hi:g}; {asked} is extrapolated by its "
+            f"{self.iso_model['kind']} ISO model"), stacklevel=stacklevel)
+        return True
 
     def psf_path(self) -> Path | None:
         """Path of the attached PSF field ``.npz`` (relative to the profile file), or None."""
@@ -429,18 +478,51 @@ def load_profile(id_or_path: str | os.PathLike | Profile) -> Profile:
     """Load a profile by bundled id (e.g. ``"nexus6p-rear"``) or from a JSON file path."""
     if isinstance(id_or_path, Profile):
         return id_or_path
+    p = find_profile(id_or_path)
+    return Profile(_read_json(p), p)
+
+
+def find_profile(id_or_path: str | os.PathLike) -> Path:
+    """The JSON file of a bundled id (searched in :func:`profile_dirs`) or a given path."""
     s = str(id_or_path)
     p = Path(s)
     if s.endswith(".json") or os.sep in s or p.is_file():
         if not p.is_file():
             raise BadProfileError(f"{p}: no such profile file")
-        return Profile(_read_json(p), p)
+        return p
     for d in profile_dirs():
         cand = d / f"{s}.json"
         if cand.is_file():
-            return Profile(_read_json(cand), cand)
+            return cand
     known = ", ".join(sorted(x["id"] for x in list_profiles()))
     raise BadProfileError(f"unknown profile {s!r}; known: {known} (or give a .json path)")
+
+
+def check_profile_file(id_or_path: str | os.PathLike) -> tuple[Path, list[str]]:
+    """Validate a profile file (or bundled id) as :func:`load_profile` and ``simulate --psf``
+    would use it: the document (:func:`validate_profile`) and its PSF file, which must exist.
+
+    Returns the file and its problems (empty if valid); an unknown id, a missing file or bad
+    JSON are problems too.
+
+    Examples
+    --------
+    >>> path, problems = check_profile_file("eld-sonya7s2")
+    >>> path.name, problems
+    ('eld-sonya7s2.json', [])
+    """
+    try:
+        path = find_profile(id_or_path)
+        doc = _read_json(path)
+    except BadProfileError as e:
+        return Path(str(id_or_path)), [str(e)]
+    errors = validate_profile(doc)
+    psf = doc.get("psf") if isinstance(doc, dict) else None
+    if not errors and psf:
+        f = Path(psf["file"]) if Path(psf["file"]).is_absolute() else path.parent / psf["file"]
+        if not f.is_file():
+            errors.append(f"psf.file: {psf['file']!r} not found (looked for {f})")
+    return path, errors
 
 
 def list_profiles() -> list[dict]:

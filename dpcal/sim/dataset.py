@@ -508,6 +508,8 @@ def simulate_dataset(
     prof = load_profile(profile)
     sim_cfg = SimConfig(mode=mode, lux=lux, linearize=linearize, pattern=pattern, quantize=quantize, psf=psf,
                         psf_position=psf_position).resolve(prof)
+    lux_lo, lux_hi = sim_cfg.lux
+    prof.warn_if_extrapolated(prof.iso_for_lux(lux_hi), prof.iso_for_lux(lux_lo))
     if executor == "local" and workers > 0:
         _forkserver()
     source = discover(src, seed=seed, fmt=fmt)

@@ -183,6 +183,7 @@ class Simulator:
             raise BadInputError(f"lux must be positive numbers, got {lux[~(np.isfinite(lux) & (lux > 0))][0]:g}")
         ll = lux / self._lux_per_ll
         iso = self._iso_at_ll1 / ll
+        self.profile.warn_if_extrapolated(float(iso.min()), float(iso.max()), stacklevel=3)
         if self.config.noise_source == "table":
             rows = [self.profile.noise(iso=float(i), source="table") for i in iso]
             alpha = np.array([[r.alpha[p] for p in PLANES] for r in rows])

@@ -9,11 +9,13 @@ chunking or on the number of workers.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 
 from dpcal.io.atomic import write_bytes_atomic
+from dpcal.profile import OutOfRangeWarning
 
 PNG_PARAMS = None  # filled lazily (cv2 constants)
 _STATE: dict = {}
@@ -111,7 +113,9 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
         loaded.append((key, out, seed, img, info))
     if loaded:
         x = torch.from_numpy(np.stack([np.ascontiguousarray(t[3].transpose(2, 0, 1)) for t in loaded]))
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # simulate_dataset warns once for the whole lux range, not once per chunk.
+            warnings.simplefilter("ignore", OutOfRangeWarning)
             res = sim(x, seeds=[t[2] for t in loaded], tone_applied=True)
         mos = res.mosaic[:, 0].cpu().numpy()
         for i, (key, out, seed, img, info) in enumerate(loaded):
