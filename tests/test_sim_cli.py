@@ -47,6 +47,22 @@ def test_errors(tmp_path, args, code, text):
     assert not (tmp_path / "dst" / "manifest.csv").exists()
 
 
+def test_rerun_of_a_finished_run_succeeds(tmp_path):
+    src = make_tree(tmp_path / "src", classes=["a"], n=1, ext="png")
+    args = ("simulate", str(src), str(tmp_path / "dst"), "--lux", "3", "--size", "32", "--workers", "0",
+            "--preview", str(tmp_path / "p.png"))
+    r = run_cli(*args)
+    assert r.stdout.splitlines()[0].endswith(": 1 mosaic written, 0 skipped (nexus6p-rear, realistic, BGGR, lux 3)")
+    assert "  1 image in " in r.stdout
+    before = tree_bytes(tmp_path / "dst")
+    r = run_cli(*args)  # exit 0: complete with the same settings is success in a pipeline
+    assert "already complete (same settings): 1 mosaic, 0 skipped" in r.stdout
+    assert tree_bytes(tmp_path / "dst") == before
+    r = run_cli(*args[:4], "4", *args[5:9], check=1)  # other settings: a conflict
+    assert "already holds a complete dataset made with different settings" in r.stderr
+    assert tree_bytes(tmp_path / "dst") == before
+
+
 def test_missing_source(tmp_path):
     r = run_cli("simulate", str(tmp_path / "nope"), str(tmp_path / "dst"), "--lux", "3", check=1)
     assert "no such folder or CSV file" in r.stderr
@@ -90,3 +106,62 @@ def test_kill_and_resume(tmp_path):
     simulate_dataset(src, tmp_path / "ref", lux=(2, 20), size=32, workers=0, progress=False)
     assert tree_bytes(dst) == tree_bytes(tmp_path / "ref")
     assert len(read_manifest(dst)) == 600
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_terminate_ends_every_worker_process_and_resumes(tmp_path, sig):
+    """`kill PID` (SIGTERM) or a closed terminal (SIGHUP) on the main process only: the fork
+    server, the resource tracker and the workers all end; the message says how to resume; the
+    same command then finishes with the files of an uninterrupted run."""
+    psutil = pytest.importorskip("psutil")
+    src = make_tree(tmp_path / "src", n=100, size=(96, 80), ext="png")
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, "-m", "dpcal", "simulate", str(src), str(dst), "--lux", "2", "20", "--size", "64",
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    journal = dst / ".dpcal-sim" / "journal.jsonl"
+    main = psutil.Process(proc.pid)
+    children: set = set()
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 60 and proc.poll() is None:
+            children |= {c.pid for c in main.children(recursive=True)}
+            if journal.is_file() and journal.read_text().count("\n") >= 8:
+                break
+            time.sleep(0.01)
+        children |= {c.pid for c in main.children(recursive=True)}
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert len(children) >= 3  # fork server, resource tracker, 2 workers
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig
+    assert err.strip().splitlines()[-1] == "dpcal: interrupted; rerun the same command to resume"
+
+    def running(pids):
+        out = []
+        for p in pids:
+            try:
+                if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.time() + 10
+    alive = running(children)
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = running(alive)
+    for p in alive:  # do not leave them behind when the test fails
+        psutil.Process(p).kill()
+    assert alive == [], f"{len(alive)} worker processes were left running"
+    assert json.loads((dst / "dataset.json").read_text())["complete"] is False
+
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    simulate_dataset(src, tmp_path / "ref", lux=(2, 20), size=64, workers=0, progress=False)
+    assert tree_bytes(dst) == tree_bytes(tmp_path / "ref")

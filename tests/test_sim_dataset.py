@@ -172,9 +172,12 @@ def test_destination_rules(tmp_path):
     src = make_tree(tmp_path / "src", classes=["a"], n=1, ext="png")
     kw = dict(lux=5, size=32, workers=0, progress=False)
     dst = tmp_path / "dst"
-    simulate_dataset(src, dst, **kw)
-    with pytest.raises(BadInputError, match="already holds a complete dataset"):
-        simulate_dataset(src, dst, **kw)
+    first = simulate_dataset(src, dst, **kw)
+    again = simulate_dataset(src, dst, **kw)  # the same command again: done, nothing redone
+    assert again["run"]["already_complete"] and again["run"]["processed_now"] == 0
+    assert again["counts"] == first["counts"] and not first["run"]["already_complete"]
+    with pytest.raises(BadInputError, match="already holds a complete dataset made with different settings"):
+        simulate_dataset(src, dst, **{**kw, "lux": 6})
     assert simulate_dataset(src, dst, overwrite=True, **kw)["complete"]
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "keep.txt").write_text("mine")

@@ -84,8 +84,48 @@ def cli(verbose: int, quiet: bool) -> None:
         os.environ["DPCAL_QUIET"] = "1"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C so that the same clean-up runs
+    (worker pools shut down, partial outputs removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """Route SIGTERM (``kill``) and SIGHUP (a closed terminal) through Python's clean-up; without
+    this they end the process at once and leave its worker processes running."""
+    import signal
+
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                old[sig] = signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+    return old
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dpcal`` script."""
+    import signal
+
+    old_handlers = _install_signal_handlers()
+    try:
+        _main(argv)
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="dpcal", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -96,16 +136,24 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("dpcal: aborted", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        # click turns Ctrl-C (and our SIGTERM/SIGHUP) into Abort; the interrupt is its cause.
+        intr = e if isinstance(e, KeyboardInterrupt) else e.__cause__
+        if not isinstance(intr, KeyboardInterrupt):
+            click.echo("dpcal: aborted", err=True)
+            sys.exit(1)
         click.echo("dpcal: interrupted; rerun the same command to resume", err=True)
-        sys.exit(130)
+        sys.exit(128 + intr.signum if isinstance(intr, Terminated) else 130)
     except DpcalError as e:
         if _state["verbose"]:
             traceback.print_exc()
         click.echo(f"dpcal: error: {e}", err=True)
+        sys.exit(1)
+    except OSError as e:  # the file system said no (full disk, read-only, permissions)
+        if _state["verbose"]:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"dpcal: error: {where}{e.strerror or e}", err=True)
         sys.exit(1)
     except Exception as e:  # a bug: keep it to one line unless asked
         if _state["verbose"]:

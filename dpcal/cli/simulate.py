@@ -15,6 +15,10 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def _n(k: int, noun: str) -> str:
+    return f"{k} {noun}" if k == 1 else f"{k} {noun}s"
+
+
 class OneOrTwoNumbers(click.Option):
     """An option taking one value, and a second one when the next token is a number
     (``--lux 3`` or ``--lux 2 20``)."""
@@ -90,10 +94,16 @@ def simulate(src, dst, profile_id, lux, mode, linearize, pattern, quantize, psf,
         return
     c, r = res["counts"], res["run"]
     s = res["settings"]["simulator"]
-    click.echo(f"{dst}: {c['ok']} mosaics written, {c['skipped']} skipped ({res['profile']['id']}, "
-               f"{s['mode']}, {s['pattern']}, lux {s['lux'][0]:g}-{s['lux'][1]:g})")
+    lo, hi = s["lux"]
+    lux_s = f"lux {lo:g}" if lo == hi else f"lux {lo:g}-{hi:g}"
+    settings = f"({res['profile']['id']}, {s['mode']}, {s['pattern']}, {lux_s})"
+    if r.get("already_complete"):
+        click.echo(f"{dst}: already complete (same settings): {_n(c['ok'], 'mosaic')}, {c['skipped']} skipped "
+                   f"{settings}; nothing to do")
+    else:
+        click.echo(f"{dst}: {_n(c['ok'], 'mosaic')} written, {c['skipped']} skipped {settings}")
     if r["images_per_s"]:
-        click.echo(f"  {r['processed_now']} images in {r['work_s']:.1f} s ({r['images_per_s']:.0f} images/s)")
+        click.echo(f"  {_n(r['processed_now'], 'image')} in {r['work_s']:.1f} s ({r['images_per_s']:.0f} images/s)")
     click.echo(f"  manifest: {dst}/manifest.csv   card: {dst}/dataset.json")
     if res.get("preview"):
         click.echo(f"  preview: {res['preview']}")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,16 +19,123 @@ from dpcal.errors import BadInputError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse to replace an existing ``path`` unless ``overwrite``; check its folder exists."""
+    """Refuse to replace an existing ``path`` unless ``overwrite``; check that its folder exists
+    and takes files (a real write, which also catches read-only file systems, where root's
+    ``os.access`` still says yes)."""
     p = Path(path)
+    if p.is_dir():
+        raise BadInputError(f"cannot write to {p}: it is a folder")
     if p.exists() and not overwrite:
         raise BadInputError(f"{p} already exists; pass --overwrite to replace it")
     parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise BadInputError(f"cannot write to {p}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise BadInputError(f"folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise BadInputError(f"cannot write to folder {parent}: permission denied")
+    _probe(parent, p)
     return p
+
+
+def check_folder(path: str | os.PathLike) -> Path:
+    """Check that files can be written into folder ``path`` (created with its parents if need
+    be): it is not a file and its nearest existing ancestor is a writable folder."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise BadInputError(f"cannot write to {p}: it exists and is not a folder")
+    anc = p
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise BadInputError(f"cannot write to {p}: {anc} is a file, not a folder")
+    _probe(anc, p)
+    return p
+
+
+def _probe(folder: Path, target: Path) -> None:
+    try:
+        fd, name = tempfile.mkstemp(prefix=".dpcal-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise BadInputError(f"cannot write to {target}: {e.strerror or e}") from None
+
+
+class OutputSet:
+    """The outputs of one command: checked before the work starts, removed again if it fails.
+
+    A command that fails half-way (a full disk, a figure that cannot be drawn, Ctrl-C) then
+    leaves no profile or CSV behind that a rerun would refuse as existing or a user could take
+    for a result. Files written by the command (:meth:`file`) and files new in its output
+    folders (:meth:`folder`) are deleted on an exception, and folders it created are removed
+    when empty. A file replaced under ``overwrite`` is not restored.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> try:
+    ...     with OutputSet() as outs:
+    ...         prof = outs.file(os.path.join(d, "cam.json"))
+    ...         figs = outs.folder(os.path.join(d, "figs"))
+    ...         _ = prof.write_text("{}")
+    ...         _ = (figs / "a.png").write_bytes(b"")
+    ...         raise RuntimeError("the plot failed")
+    ... except RuntimeError:
+    ...     pass
+    >>> os.listdir(d)
+    []
+    """
+
+    def __init__(self) -> None:
+        self._files: list[Path] = []
+        self._folders: list[tuple[Path, set[Path]]] = []
+        self._made: list[Path] = []
+
+    def file(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Check an output file (see :func:`check_writable`) and own it."""
+        p = check_writable(path, overwrite)
+        self._files.append(p)
+        return p
+
+    def folder(self, path: str | os.PathLike) -> Path:
+        """Check an output folder, create it (and its parents), and own what appears in it."""
+        p = check_folder(path)
+        missing = []
+        anc = p
+        while not anc.exists():
+            missing.append(anc)
+            anc = anc.parent
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadInputError(f"cannot create the folder {p}: {e.strerror or e}") from None
+        self._made += missing[::-1]
+        self._folders.append((p, set(p.rglob("*"))))
+        return p
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+
+    def discard(self) -> None:
+        """Delete what the command wrote and the folders it made (if empty)."""
+        for p in self._files:
+            p.unlink(missing_ok=True)
+        for folder, before in self._folders:
+            if folder.is_dir():
+                new = [f for f in folder.rglob("*") if f not in before]
+                for f in sorted(new, key=lambda f: len(f.parts), reverse=True):
+                    if f.is_dir() and not f.is_symlink():
+                        with contextlib.suppress(OSError):
+                            f.rmdir()
+                    else:
+                        f.unlink(missing_ok=True)
+        for d in reversed(self._made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 @contextlib.contextmanager

@@ -515,10 +515,8 @@ def simulate_dataset(
     source = discover(src, seed=seed, fmt=fmt)
     dst = Path(dst)
     preview_path = Path(preview) if preview else None
-    if preview_path is not None:
-        if preview_path.suffix.lower() != ".png":
-            raise BadInputError(f"--preview must name a .png file, got {preview_path}")
-        check_writable(preview_path, overwrite=overwrite)
+    if preview_path is not None and preview_path.suffix.lower() != ".png":
+        raise BadInputError(f"preview must name a .png file, got {preview_path}")
 
     profile_hash = hashlib.sha256(json.dumps(prof.doc, sort_keys=True).encode()).hexdigest()
     settings = {
@@ -541,17 +539,49 @@ def simulate_dataset(
     if source.kind == "folders" and (dst.resolve() == src_root or src_root in dst.resolve().parents):
         raise BadInputError(f"the output folder {dst} is inside the source {src_root}; choose a folder outside it")
     token = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    finished = None if overwrite else _finished_card(dst, token)
+    if preview_path is not None and not (finished and preview_path.exists()):
+        check_writable(preview_path, overwrite=overwrite)
     client, own_client = _dask_client(scheduler) if executor == "dask" else (None, False)
     try:
         return _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, preview_path, size, crop,
-                         min_size, fmt, workers, executor, client, chunk_size, progress, t0)
+                         min_size, fmt, workers, executor, client, chunk_size, progress, t0, finished)
     finally:
         if own_client:
             client.close()
 
 
 def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, preview_path, size, crop, min_size,
-              fmt, workers, executor, client, chunk_size, progress, t0) -> dict:
+              fmt, workers, executor, client, chunk_size, progress, t0, finished=None) -> dict:
+    task_cfg = {
+        "token": token,
+        "profile": prof,
+        "sim": sim_cfg,
+        "psf_field": None,
+        "size": size,
+        "crop": crop,
+        "mode": sim_cfg.mode,
+        "min_size": min_size,
+        "format": fmt,
+        "dng_levels": settings["dng_levels"],
+    }
+    if sim_cfg.psf:
+        from dpcal.psf import PSFField
+
+        task_cfg["psf_field"] = PSFField.load(prof.psf_path())
+    if finished is not None:
+        # The same command ran to the end before: a pipeline's rerun is a success, not a conflict.
+        log.info("%s is already complete (same settings); nothing to do", dst)
+        result = {**finished, "run": {"processed_now": 0, "already_complete": True, "workers": None,
+                                      "executor": executor, "elapsed_s": round(time.perf_counter() - t0, 3),
+                                      "work_s": 0.0, "first_result_s": None, "images_per_s": None, "dst": str(dst)}}
+        if preview_path is not None:
+            if not preview_path.exists():
+                from dpcal.sim.preview import preview_dataset
+
+                preview_dataset(dst, preview_path, source=source, task_cfg=task_cfg)
+            result["preview"] = str(preview_path)
+        return result
     done = _prepare_dst(dst, token, identity, overwrite)
     journal_path = dst / STATE_DIR / JOURNAL
     card = {
@@ -585,22 +615,6 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
     if done:
         log.info("resuming: %d of %d images already done", len(done), len(source.items))
 
-    task_cfg = {
-        "token": token,
-        "profile": prof,
-        "sim": sim_cfg,
-        "psf_field": None,
-        "size": size,
-        "crop": crop,
-        "mode": sim_cfg.mode,
-        "min_size": min_size,
-        "format": fmt,
-        "dng_levels": settings["dng_levels"],
-    }
-    if sim_cfg.psf:
-        from dpcal.psf import PSFField
-
-        task_cfg["psf_field"] = PSFField.load(prof.psf_path())
     n_par = workers if executor == "local" else 4
     cs = chunk_size or max(1, min(32, math.ceil(len(todo) / max(1, 4 * max(n_par, 1)))))
     chunks = _chunks([(it.key, it.source, str(dst / it.out), it.seed) for it in todo], cs)
@@ -668,6 +682,7 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
         "first_result_s": round(first[0] - t_work, 3) if first else None,
         "images_per_s": round(len(todo) / (t_done - t_work), 1) if todo and t_done > t_work else None,
         "dst": str(dst),
+        "already_complete": False,
     }
     if preview_path is not None:
         from dpcal.sim.preview import preview_dataset
@@ -692,12 +707,14 @@ def _prepare_dst(dst: Path, token: str, identity: dict, overwrite: bool) -> dict
             others = [f for f in dst.iterdir() if f.name != STATE_DIR]
             if others and not overwrite:
                 raise BadInputError(f"{dst} is not empty and holds no dpcal dataset; choose a new folder or pass --overwrite")
-        elif card.get("complete") and not overwrite:
-            raise BadInputError(f"{dst} already holds a complete dataset; pass --overwrite to rebuild it")
         elif card.get("token") != token and not overwrite:
             diff = [k for k in identity if k not in card or _ident_part(card, k, identity[k]) != identity[k]]
+            what = f"different {' and '.join(diff) or 'settings'}"
+            if card.get("complete"):
+                raise BadInputError(f"{dst} already holds a complete dataset made with {what}; choose another "
+                                    "folder, or pass --overwrite to rebuild it")
             raise BadInputError(
-                f"{dst} holds an unfinished dataset made with different {' and '.join(diff) or 'settings'}; "
+                f"{dst} holds an unfinished dataset made with {what}; "
                 "rerun the original command to finish it, or pass --overwrite to start again"
             )
     try:
@@ -712,6 +729,17 @@ def _prepare_dst(dst: Path, token: str, identity: dict, overwrite: bool) -> dict
         _remove_previous(dst)
         return {}
     return _read_journal(dst / STATE_DIR / JOURNAL)
+
+
+def _finished_card(dst: Path, token: str) -> dict | None:
+    """The card of a complete dataset in ``dst`` made with the same settings, else None."""
+    try:
+        card = read_card(dst) if dst.is_dir() else None
+    except BadInputError:
+        return None  # _prepare_dst reports it
+    if card and card.get("complete") and card.get("token") == token and (dst / MANIFEST).is_file():
+        return card
+    return None
 
 
 def _ident_part(card: dict, key: str, ref):
