@@ -74,6 +74,62 @@ def test_update_merges_isos(charts, tmp_path):
     run_cli("-q", "fit-noise", str(paths[2]), "-o", str(prof), "--update")
     doc = json.loads(prof.read_text())
     assert [r["iso"] for r in doc["noise"]["table"]] == [100.0, 400.0, 1600.0]
+    # the earlier ISOs' inputs and checksums stay in the provenance
+    from dpcal.io.atomic import sha256_file
+
+    inputs = {e["path"]: e for e in doc["provenance"]["inputs"]}
+    assert set(inputs) == set(map(str, paths))
+    for p, iso in zip(paths, ISOS):
+        assert inputs[str(p)]["sha256"] == sha256_file(p) and inputs[str(p)]["iso"] == iso
+    # refitting an ISO replaces its inputs, keeps the others
+    run_cli("-q", "fit-noise", str(paths[1]), "-o", str(prof), "--update")
+    doc = json.loads(prof.read_text())
+    assert sorted(e["iso"] for e in doc["provenance"]["inputs"]) == [100.0, 400.0, 1600.0]
+
+
+def test_update_of_a_missing_profile_is_refused(charts, tmp_path):
+    # --update promises to keep the other ISOs; with no profile there, a typo would lose them silently
+    d, paths = charts
+    r = run_cli("fit-noise", str(paths[0]), "-o", str(tmp_path / "missing.json"), "--update", check=1)
+    assert "update needs an existing profile" in r.stderr and "does not exist" in r.stderr
+    _no_numbers(r)
+    assert not (tmp_path / "missing.json").exists()
+
+
+def test_failed_plots_leave_no_profile_or_csv(charts, tmp_path, monkeypatch):
+    """A figure that cannot be written fails the command and takes the profile and CSV with it, so the
+    rerun is not refused as 'already exists'."""
+    from dpcal.cli import main
+    import dpcal.noise.plots
+
+    d, paths = charts
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "figs" / "noise_iso100.png"))
+
+    monkeypatch.setattr(dpcal.noise.plots, "plot_fits", broken)
+    args = ["fit-noise", str(paths[0]), "-o", str(tmp_path / "cam.json"), "--csv", str(tmp_path / "c.csv"),
+            "--plots", str(tmp_path / "figs")]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0 and (tmp_path / "cam.json").is_file() and (tmp_path / "c.csv").is_file()
+
+
+def test_table_columns_align(charts):
+    d, paths = charts
+    out = run_cli("fit-noise", str(paths[0]), str(paths[2])).stdout.splitlines()
+    head = out[1]
+    rows = [l for l in out[2:] if l.startswith("  ") and "±" in l]
+    assert len(rows) == 8
+    for r in rows:  # every value starts under its column title
+        for col in ("plane", "alpha", "sigma", "chi2_red"):
+            at = head.index(col)
+            assert r[at] != " " and r[at - 1] == " ", (head, r)
 
 
 def test_manifest_and_iso_override(charts, tmp_path):

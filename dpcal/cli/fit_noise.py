@@ -52,12 +52,12 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
         emit_json(rep)
         return
     click.echo(f"method: {rep['method']}")
-    click.echo("  ISO      plane  alpha               sigma               chi2_red")
+    click.echo(f"  {'ISO':<8} {'plane':<6} {'alpha':<22} {'sigma':<22} chi2_red")
     for f in rep["fits"]:
         iso_s = "?" if f["iso"] is None else f"{f['iso']:g}"
         chi = f["gof"].get("chi2_red")
-        click.echo(f"  {iso_s:<8} {f['plane']:<5}  {f['alpha']:.5g} ± {f['alpha_std']:.2g}   "
-                   f"{f['sigma']:.5g} ± {f['sigma_std']:.2g}   {'' if chi is None else f'{chi:.2f}'}")
+        alpha, sigma = f"{f['alpha']:.5g} ± {f['alpha_std']:.2g}", f"{f['sigma']:.5g} ± {f['sigma_std']:.2g}"
+        click.echo(f"  {iso_s:<8} {f['plane']:<6} {alpha:<22} {sigma:<22} {'' if chi is None else f'{chi:.2f}'}")
     for f in rep.get("failed", []):
         click.echo(f"  ISO {f['iso']}: failed: {f['reason']}")
     if rep.get("emva"):

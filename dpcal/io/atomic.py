@@ -64,10 +64,11 @@ class OutputSet:
     """The outputs of one command: checked before the work starts, removed again if it fails.
 
     A command that fails half-way (a full disk, a figure that cannot be drawn, Ctrl-C) then
-    leaves no profile or CSV behind that a rerun would refuse as existing or a user could take
-    for a result. Files written by the command (:meth:`file`) and files new in its output
-    folders (:meth:`folder`) are deleted on an exception, and folders it created are removed
-    when empty. A file replaced under ``overwrite`` is not restored.
+    leaves no new file behind that a rerun would refuse as existing or a user could take for a
+    result: on an exception, files that did not exist when they were checked are deleted
+    (:meth:`file`, and anything new in a :meth:`folder`) and the folders created on the way are
+    removed when empty. Files that existed before (``overwrite``, a profile being updated) are
+    left alone, so a command should write its most valuable output last, atomically.
 
     Examples
     --------
@@ -77,7 +78,7 @@ class OutputSet:
     ...     with OutputSet() as outs:
     ...         prof = outs.file(os.path.join(d, "cam.json"))
     ...         figs = outs.folder(os.path.join(d, "figs"))
-    ...         _ = prof.write_text("{}")
+    ...         figs.mkdir()
     ...         _ = (figs / "a.png").write_bytes(b"")
     ...         raise RuntimeError("the plot failed")
     ... except RuntimeError:
@@ -89,28 +90,24 @@ class OutputSet:
     def __init__(self) -> None:
         self._files: list[Path] = []
         self._folders: list[tuple[Path, set[Path]]] = []
-        self._made: list[Path] = []
+        self._missing_dirs: list[Path] = []
 
     def file(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Check an output file (see :func:`check_writable`) and own it."""
+        """Check an output file (see :func:`check_writable`); own it if it is new."""
         p = check_writable(path, overwrite)
-        self._files.append(p)
+        if not p.exists():
+            self._files.append(p)
         return p
 
     def folder(self, path: str | os.PathLike) -> Path:
-        """Check an output folder, create it (and its parents), and own what appears in it."""
+        """Check an output folder (see :func:`check_folder`; the writer creates it) and own
+        the folders missing on the way and what is new in it."""
         p = check_folder(path)
-        missing = []
         anc = p
         while not anc.exists():
-            missing.append(anc)
+            self._missing_dirs.append(anc)
             anc = anc.parent
-        try:
-            p.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInputError(f"cannot create the folder {p}: {e.strerror or e}") from None
-        self._made += missing[::-1]
-        self._folders.append((p, set(p.rglob("*"))))
+        self._folders.append((p, set(p.rglob("*")) if p.is_dir() else set()))
         return p
 
     def __enter__(self) -> "OutputSet":
@@ -121,7 +118,7 @@ class OutputSet:
             self.discard()
 
     def discard(self) -> None:
-        """Delete what the command wrote and the folders it made (if empty)."""
+        """Delete the new files and the folders created (if empty)."""
         for p in self._files:
             p.unlink(missing_ok=True)
         for folder, before in self._folders:
@@ -133,7 +130,7 @@ class OutputSet:
                             f.rmdir()
                     else:
                         f.unlink(missing_ok=True)
-        for d in reversed(self._made):
+        for d in self._missing_dirs:  # deepest first
             with contextlib.suppress(OSError):
                 d.rmdir()
 

@@ -548,11 +548,13 @@ def write_profile(
     white_per_iso: dict | None = None,
     update: bool = False,
     notes: str | None = None,
+    input_isos: dict[str, float | None] | None = None,
 ):
     """Write (or, with ``update``, merge into) a profile with the fitted per-ISO table.
 
-    Provenance: method, inputs with SHA-256, dpcal version and date. With ``update`` the
-    existing profile's rows at other ISOs are kept and the ISO model is refitted on all rows.
+    Provenance: method, inputs with SHA-256 (and ISO, from ``input_isos``), dpcal version and
+    date. With ``update`` the existing profile's rows at other ISOs are kept with their inputs,
+    and the ISO model is refitted on all rows.
     """
     from dpcal.io.atomic import sha256_file
     from dpcal.profile import Profile, load_profile, new_profile
@@ -573,10 +575,20 @@ def write_profile(
         maker, model = old.doc["maker"], old.doc["model"]
         wpi = {**(old.doc["sensor"].get("white_level_per_iso") or {}), **wpi}
         notes = (notes + "; " if notes else "") + f"updated {old.path.name}: kept ISOs {sorted(r['iso'] for r in old.table if r['iso'] not in fitted)}"
+    isos = input_isos or {}
+    new_inputs = [{"path": str(i), "sha256": sha256_file(i), **({"iso": isos[str(i)]} if isos.get(str(i)) else {})}
+                  for i in inputs if Path(i).is_file()]
+    if update and p.exists():
+        # The kept rows' inputs stay on record; an input without an ISO cannot be attributed and
+        # is kept unless it is given again now.
+        again = {(e["path"], e["sha256"]) for e in new_inputs}
+        new_inputs = [e for e in old.doc["provenance"].get("inputs", [])
+                      if (e.get("iso") not in fitted if e.get("iso") is not None else (e.get("path"), e.get("sha256")) not in again)
+                      ] + new_inputs
     prov = {
         "method": method,
         "source": "dpcal fit-noise",
-        "inputs": [{"path": str(i), "sha256": sha256_file(i)} for i in inputs if Path(i).is_file()],
+        "inputs": new_inputs,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if notes:
@@ -662,19 +674,23 @@ def run_fit_noise(
     BadInputError, FitError
         Bad inputs, or an undetermined fit (unless ``skip_failed``, which records it).
     """
-    from dpcal.io.atomic import check_writable
+    from dpcal.io.atomic import OutputSet
 
     if method not in ("single", "pairs"):
         raise BadInputError(f"--method must be single or pairs, got {method!r}")
+    if iso is not None and not iso > 0:
+        raise BadInputError(f"iso must be > 0, got {iso:g}")
+    if update and output and not Path(output).is_file():
+        raise BadInputError(f"update needs an existing profile to merge into, and {output} does not exist "
+                            "(without update it is created)")
     # Check every output before the (long) fit, so that a refusal costs nothing.
+    outs = OutputSet()
     if output:
-        check_writable(output, overwrite or update)
+        outs.file(output, overwrite or update)
     if csv_path:
-        check_writable(csv_path, overwrite)
+        outs.file(csv_path, overwrite)
     if plots:
-        pd = Path(plots)
-        if pd.exists() and not pd.is_dir():
-            raise BadInputError(f"{pd} exists and is not a folder")
+        pd = outs.folder(plots)
         if pd.is_dir() and any(pd.glob("noise_*.png")) and not overwrite:
             raise BadInputError(f"{pd} already holds noise plots; pass --overwrite to replace them")
     report: dict = {"method": "pairs" if emva else method}
@@ -691,12 +707,14 @@ def run_fit_noise(
         fits_by_iso[iso] = fits
         report["emva"] = summary
         all_inputs = [emva]
+        input_isos = {emva: iso}
         sensor = {"pattern": "RGGB", "black_level": [0.0] * 4, "white_level": summary["white_level"],
                   "bit_depth": summary["bits"], "maker": None, "model": None, "black_from": "darks"}
         captures.append({"path": emva, "iso": iso, "kind": "emva1288", "monochrome": True})
     else:
         files = collect_inputs(inputs, manifest=manifest, darks=list(darks), iso=iso)
         all_inputs = [str(f.path) for f in files]
+        input_isos = {str(f.path): f.iso for f in files}
         groups = group_by_iso(files)
         from tqdm import tqdm
 
@@ -730,25 +748,27 @@ def run_fit_noise(
     rows = table_rows(fits_by_iso)
     report["iso_model"] = iso_model_report(rows, iso_model) if rows else None
     outputs: dict = {}
-    if output:
-        prof = write_profile(
-            output, rows, sensor, method=report["method"], inputs=all_inputs, camera_id=camera_id,
-            iso_model=iso_model, white_per_iso=white_per_iso if len(set(white_per_iso.values())) > 1 else None,
-            update=update, notes="monochrome sensor: every plane holds the Y fit" if emva else None,
-        )
-        outputs["profile"] = str(output)
-        outputs["profile_id"] = prof.id
-    if csv_path:
-        outputs["csv_rows"] = write_csv(csv_path, fits_by_iso)
-        outputs["csv"] = str(csv_path)
-    if plots:
-        from dpcal.noise.plots import plot_fits, plot_iso_model
+    with outs:  # plots, then the CSV, then the profile: a failure leaves no new file behind
+        if plots:
+            from dpcal.noise.plots import plot_fits, plot_iso_model
 
-        Path(plots).mkdir(parents=True, exist_ok=True)
-        files_out = plot_fits(fits_by_iso, plots)
-        if report["iso_model"] and len(rows) >= 2:
-            files_out.append(plot_iso_model(rows, report["iso_model"], plots))
-        outputs["plots"] = files_out
+            Path(plots).mkdir(parents=True, exist_ok=True)
+            files_out = plot_fits(fits_by_iso, plots)
+            if report["iso_model"] and len(rows) >= 2:
+                files_out.append(plot_iso_model(rows, report["iso_model"], plots))
+            outputs["plots"] = files_out
+        if csv_path:
+            outputs["csv_rows"] = write_csv(csv_path, fits_by_iso)
+            outputs["csv"] = str(csv_path)
+        if output:
+            prof = write_profile(
+                output, rows, sensor, method=report["method"], inputs=all_inputs, camera_id=camera_id,
+                iso_model=iso_model, white_per_iso=white_per_iso if len(set(white_per_iso.values())) > 1 else None,
+                update=update, notes="monochrome sensor: every plane holds the Y fit" if emva else None,
+                input_isos=input_isos,
+            )
+            outputs["profile"] = str(output)
+            outputs["profile_id"] = prof.id
     report["outputs"] = outputs
     return report
 
