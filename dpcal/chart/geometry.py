@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from dpcal.errors import FitError
+from dpcal.errors import BadInputError, FitError
 
 DISTORTION_PARAMS = ("k1", "k2", "p1", "p2")
 
@@ -345,6 +345,8 @@ def pose_mapping(
     >>> np.round(m.forward(np.array([[150.0, 100.0]])), 3)
     array([[319.5, 239.5]])
     """
+    if not fill > 0:
+        raise BadInputError(f"fill must be > 0 (the fraction of the frame the chart spans), got {fill:g}")
     cw, ch = chart_size
     w, h = image_size
     f = float(focal or np.hypot(w, h))

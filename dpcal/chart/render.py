@@ -21,8 +21,9 @@ from typing import Mapping
 
 import numpy as np
 
-from dpcal.chart.geometry import LensMapping
 from dpcal.cfa import PLANES, plane_map
+from dpcal.chart.geometry import LensMapping
+from dpcal.errors import BadInputError
 
 _GRID = 8  # exact mapping evaluations every _GRID sensor pixels, bilinear in between
 
@@ -252,6 +253,10 @@ def render_capture(
     from dpcal.profile import load_profile
     from dpcal.synth import per_plane, poisson_gaussian, to_dn
 
+    if not iso > 0:
+        raise BadInputError(f"iso must be > 0, got {iso:g}")
+    if not exposure > 0:
+        raise BadInputError(f"exposure must be > 0 (the chart white's normalised level), got {exposure:g}")
     rng = np.random.default_rng(rng)
     prof = load_profile(profile if profile is not None else "nexus6p-rear")
     pat = pattern or prof.pattern

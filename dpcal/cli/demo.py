@@ -17,8 +17,11 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option
 def demo(out_dir: str, profile_id: str, seed: int, overwrite: bool, as_json: bool) -> None:
     """Run the pipeline end to end on data it makes itself (no downloads)."""
     from dpcal.demo import run_demo
+    from dpcal.io.atomic import OutputSet
 
-    s = run_demo(out_dir, profile_id, seed=seed, overwrite=overwrite)
+    with OutputSet() as outs:  # checked before the run; nothing left behind if it fails
+        outs.folder(out_dir)
+        s = run_demo(out_dir, profile_id, seed=seed, overwrite=overwrite)
     if as_json:
         emit_json(s)
         return

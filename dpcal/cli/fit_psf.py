@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options
+from dpcal.errors import BadInputError
 
 
 @click.command("fit-psf")
@@ -38,26 +41,38 @@ def fit_psf(captures, chart_path, out_path, kernel_size, grid, nodes, profile_id
     planes) only when the fit succeeds.
     """
     from dpcal.chart import load_chart
-    from dpcal.io.atomic import check_writable
+    from dpcal.io.atomic import OutputSet, check_writable
     from dpcal.io.raw import read_raw
+    from dpcal.profile import load_profile
     from dpcal.psf.fit import attach_to_profile, fit_psf as _fit
 
     rk = raw_kwargs(kw)
-    check_writable(out_path, overwrite)
-    chart = load_chart(chart_path)
-    raws = [read_raw(c, **rk) for c in captures]
-    dist = () if distortion.strip().lower() == "none" else tuple(d.strip() for d in distortion.split(",") if d.strip())
-    res = _fit(raws, chart, kernel_size=kernel_size, grid=tuple(grid), nodes=nodes, profile=profile_id, prior=prior,
-               distortion=dist, smooth=not no_smooth, progress=not as_json)
-    res.field.save(out_path)
-    doc = res.to_dict()
-    doc["out"] = out_path
-    if plots_dir:
-        from dpcal.psf.plots import write_plots
+    with OutputSet() as outs:  # every output checked before the fit; new files removed if it fails
+        outs.file(out_path, overwrite)
+        if plots_dir:
+            pd = outs.folder(plots_dir)
+            if pd.is_dir() and any(pd.glob("psf_mosaic_*.png")) and not overwrite:
+                raise BadInputError(f"{pd} already holds PSF plots; pass --overwrite to replace them")
+        if attach_path:  # the profile to update must exist, be valid and writable
+            if Path(attach_path).suffix != ".json" or not Path(attach_path).is_file():
+                raise BadInputError(f"{attach_path}: --attach needs an existing profile .json file (copy a bundled "
+                                    "one with `dpcal profile show ID --json > my.json` first)")
+            load_profile(attach_path)
+            check_writable(attach_path, overwrite=True)
+        chart = load_chart(chart_path)
+        raws = [read_raw(c, **rk) for c in captures]
+        dist = () if distortion.strip().lower() == "none" else tuple(d.strip() for d in distortion.split(",") if d.strip())
+        res = _fit(raws, chart, kernel_size=kernel_size, grid=tuple(grid), nodes=nodes, profile=profile_id, prior=prior,
+                   distortion=dist, smooth=not no_smooth, progress=not as_json)
+        doc = res.to_dict()
+        if plots_dir:  # plots, the field, then the profile it is attached to
+            from dpcal.psf.plots import write_plots
 
-        doc["plots"] = write_plots(res.field, plots_dir)
-    if attach_path:
-        doc["attached"] = {"profile": attach_path, **attach_to_profile(attach_path, out_path)}
+            doc["plots"] = write_plots(res.field, plots_dir)
+        res.field.save(out_path)
+        doc["out"] = out_path
+        if attach_path:
+            doc["attached"] = {"profile": attach_path, **attach_to_profile(attach_path, out_path)}
     if as_json:
         emit_json(doc)
         return

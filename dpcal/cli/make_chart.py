@@ -35,13 +35,16 @@ def make_chart(kind, out_dir, size_mm, dpi, screen, cell_px, square, n_frames, p
     chart comes with chart.json, which fit-psf and fit-noise read.
     """
     from dpcal.chart import make_chart as _make
+    from dpcal.io.atomic import OutputSet
 
     if screen and (size_mm or dpi):
         raise click.UsageError("give either --screen (display) or --size-mm/--dpi (print), not both")
     if not screen and not size_mm:
         size_mm = A4_LANDSCAPE_MM
-    spec = _make(kind, out_dir, size_mm=size_mm, dpi=dpi, screen=screen, cell_px=cell_px, square=square, seed=seed,
-                 n_noise_frames=n_frames, n_patches=patches, pdf=not no_pdf, overwrite=overwrite)
+    with OutputSet() as outs:  # checked before drawing; nothing left behind if it fails
+        outs.folder(out_dir)
+        spec = _make(kind, out_dir, size_mm=size_mm, dpi=dpi, screen=screen, cell_px=cell_px, square=square,
+                     seed=seed, n_noise_frames=n_frames, n_patches=patches, pdf=not no_pdf, overwrite=overwrite)
     doc = {
         "kind": spec.kind, "medium": spec.medium, "spec": str(spec.path), "size_px": list(spec.size_px),
         "size_mm": list(spec.size_mm) if spec.size_mm else None, "dpi": spec.dpi,

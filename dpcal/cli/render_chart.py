@@ -19,7 +19,8 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option
 @click.option("--psf", "psf_path", type=click.Path(dir_okay=False), help="PSF field .npz (default: the profile's).")
 @click.option("--gaussian", type=float, help="Instead of a field: one Gaussian PSF of this sigma (px).")
 @click.option("--iso", type=float, default=100, show_default=True)
-@click.option("--exposure", type=float, default=0.8, show_default=True, help="Normalised level of the chart's white.")
+@click.option("--exposure", type=float, default=0.8, show_default=True,
+              help="Normalised level of the chart's white.")
 @click.option("--fill", type=float, default=0.85, show_default=True, help="Fraction of the frame the chart spans.")
 @click.option("--rotate", type=float, default=0.0, show_default=True, help="Rotation about the optical axis (deg).")
 @click.option("--tilt", nargs=2, type=float, default=(0.0, 0.0), show_default=True, help="Tilts about x and y (deg).")
@@ -39,7 +40,7 @@ def render_chart(chart_path, out_path, size, profile_id, psf_path, gaussian, iso
     from dpcal.chart import chart_raster, load_chart
     from dpcal.chart.geometry import pose_mapping
     from dpcal.chart.render import render_capture, write_capture
-    from dpcal.io.atomic import check_writable
+    from dpcal.io.atomic import OutputSet
     from dpcal.profile import load_profile
     from dpcal.psf.field import PSFField, gaussian_kernel
 
@@ -61,20 +62,22 @@ def render_chart(chart_path, out_path, size, profile_id, psf_path, gaussian, iso
         if not 0 <= f < len(spec.frames):
             raise click.UsageError(f"--frame must be in 0..{len(spec.frames) - 1}")
     out = Path(out_path)
-    if len(frames) > 1:
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / f"{Path(spec.frames[f]['file']).stem}.dng" for f in frames]
-    else:
-        paths = [out]
-    for p in paths:
-        check_writable(p, overwrite)
     written = []
-    for f, p in zip(frames, paths):
-        cap = render_capture(chart_raster(spec, f), mapping, field=field, profile=prof, iso=iso, exposure=exposure,
-                             vignetting=vignetting, rng=np.random.default_rng([seed, f]),
-                             black_reflectance=0.04 if spec.medium == "print" else 0.002)
-        write_capture(p, cap, model=f"render-chart {prof.id}")
-        written.append(str(p))
+    with OutputSet() as outs:  # all frames checked first; none left behind if one fails
+        if len(frames) > 1:
+            outs.folder(out)
+            out.mkdir(parents=True, exist_ok=True)
+            paths = [out / f"{Path(spec.frames[f]['file']).stem}.dng" for f in frames]
+        else:
+            paths = [out]
+        for p in paths:
+            outs.file(p, overwrite)
+        for f, p in zip(frames, paths):
+            cap = render_capture(chart_raster(spec, f), mapping, field=field, profile=prof, iso=iso,
+                                 exposure=exposure, vignetting=vignetting, rng=np.random.default_rng([seed, f]),
+                                 black_reflectance=0.04 if spec.medium == "print" else 0.002)
+            write_capture(p, cap, model=f"render-chart {prof.id}")
+            written.append(str(p))
     doc = {"chart": str(spec.path), "profile": prof.id, "size": [w, h], "iso": iso, "files": written,
            "psf": psf_path or (str(prof.psf_path()) if prof.psf_path() else None) if gaussian is None else
            {"gaussian_sigma": gaussian}, "mapping": mapping.to_dict()}

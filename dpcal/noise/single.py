@@ -434,8 +434,10 @@ class CaptureSets:
             regions = chart.detect_flat_regions(P, curves, lo4, hi4, valid=valid)
             use_chart = regions.is_chart if scene == "auto" else regions.n_regions > 0
             info["chart"] = regions.summary()
-            if scene == "chart" and regions.n_regions == 0:
-                raise FitError("no flat regions found: this does not look like a chart capture; use --scene natural")
+            if scene == "chart" and regions.n_patches < chart.MIN_PATCHES:
+                # A photo has a few flat areas (sky, walls) but not the patches of a chart.
+                raise FitError(f"no gray chart found: {regions.n_patches} flat patch(es), a chart has at least "
+                               f"{chart.MIN_PATCHES}; for a photo use scene='natural' (or 'auto')")
         if use_chart:
             info["scene"] = "chart"
             geo = chart.RegionSets(regions, P.shape[-2:])

@@ -175,6 +175,9 @@ def discover(src: str | os.PathLike, *, seed: int = 0, fmt: str = "png") -> Sour
     if not p.exists():
         raise BadInputError(f"{p}: no such folder or CSV file")
     if p.is_file():
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            raise BadInputError(f"{p} is a file, not a folder of class folders or a CSV; give the folder that holds "
+                                "<class>/<image files>")
         return _discover_csv(p, seed, fmt)
     root = os.path.abspath(p)
     with os.scandir(root) as it:
@@ -222,8 +225,10 @@ def _walk_files(folder: str, rel: str):
 def _discover_csv(p: Path, seed: int, fmt: str) -> Source:
     try:
         text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInputError(f"{p}: cannot read the CSV ({e})") from None
+    except UnicodeDecodeError:
+        raise BadInputError(f"{p} is a file, not a folder of class folders or a CSV (it is not text)") from None
+    except OSError as e:
+        raise BadInputError(f"{p}: cannot read the CSV ({e.strerror or e})") from None
     rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]
