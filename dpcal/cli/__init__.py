@@ -1,8 +1,9 @@
 """The ``dpcal`` command line: a thin click layer over the library.
 
 Subcommands are imported only when invoked, so ``dpcal --help`` never imports torch, rawpy or
-OpenCV. Errors: a :class:`~dpcal.errors.DpcalError` prints one line and exits 1 (usage errors
-exit 2); ``-v`` adds the traceback.
+OpenCV. Errors: a :class:`~dpcal.errors.DpcalError` or an OS error prints one line and exits 1,
+a usage error one line and exit 2; ``-v`` adds the traceback. SIGTERM and SIGHUP end a command
+like Ctrl-C does (clean-up runs, worker processes end).
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ def _main(argv: list[str] | None) -> None:
         cli.main(args=argv, prog_name="dpcal", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.UsageError as e:
-        e.show()
+    except click.exceptions.UsageError as e:  # one line too, with where to look
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"dpcal: usage error: {e.format_message()}{hint}", err=True)
         sys.exit(2)
     except click.exceptions.ClickException as e:
         e.show()
