@@ -222,3 +222,33 @@ def test_real_natural_photos(shared_data, name):
     else:
         assert r.returncode == 1
         _no_numbers(r)
+
+
+def test_noise_plots_read_right(charts, tmp_path, monkeypatch, shared_data):
+    """Inlier weight has a colour bar, the legend's marker is neutral, and the points lie above the
+    curves (the EMVA plot's few points were hidden under the dashed curve)."""
+    import matplotlib.colors as mcolors
+
+    import dpcal.noise.plots as plots
+    from dpcal.cli import main
+
+    figs = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or save(fig, path))
+    d, paths = charts
+    for args in ([str(paths[0])], ["--emva", str(shared_data / "emva1288_ccd12/EMVA1288_Data.txt")]):
+        with pytest.raises(SystemExit) as e:
+            main(["-q", "fit-noise", *args, "--plots", str(tmp_path / f"figs{len(figs)}")])
+        assert e.value.code == 0
+    assert len(figs) == 2
+    for fig in figs:
+        panels = [ax for ax in fig.axes if ax.get_xlabel() == "mean (normalised)"]
+        bars = [ax for ax in fig.axes if ax.get_ylabel() == "inlier weight"]
+        assert len(bars) == len(panels) >= 1
+        for ax in panels:
+            points = max(ax.collections, key=lambda c: len(c.get_offsets()))
+            assert points.get_zorder() > max(line.get_zorder() for line in ax.lines)
+            (marker, *_), labels = ax.get_legend_handles_labels()
+            r, g, b, _ = marker.get_facecolor()[0]
+            assert labels[0].startswith("level sets") and max(r, g, b) - min(r, g, b) < 0.01  # gray
+            assert mcolors.to_hex(points.get_facecolors()[0]) != mcolors.to_hex(marker.get_facecolor()[0])

@@ -2,7 +2,7 @@
 
 * :func:`plot_fits`: per ISO, one panel per plane with the level sets' std against their mean
   and the fitted curves, clipped (what the data follow) and unclipped ``sqrt(alpha y + b)``:
-  the figure of Foi et al. 2008/2009. Points are shaded by their inlier weight.
+  the figure of Foi et al. 2008/2009. Points are shaded by their inlier weight (colour bar).
 * :func:`plot_iso_model`: alpha and sigma against ISO per plane, with error bars and the ISO
   model of the profile.
 """
@@ -47,8 +47,12 @@ def plot_fits(fits_by_iso: dict, out_dir: str | os.PathLike) -> list[str]:
             f = fits[name]
             s = f.sets
             w = np.clip(f.weights, 0, 1)
-            ax.scatter(s.level, s.std, s=6, c=w, cmap="viridis", vmin=0, vmax=1, linewidths=0,
-                       label=f"level sets ({len(s)}; colour: inlier weight)")
+            size = 6 if len(s) > 300 else 16
+            # Points above the curves (zorder 3): with few level sets (EMVA) the curve hides them.
+            sc = ax.scatter(s.level, s.std, s=size, c=w, cmap="viridis", vmin=0, vmax=1, linewidths=0, zorder=3)
+            fig.colorbar(sc, ax=ax, label="inlier weight", pad=0.02, fraction=0.05)
+            # The legend's marker in a neutral gray: the colour is the weight, explained by the bar.
+            ax.scatter([], [], s=size, c="0.45", linewidths=0, label=f"level sets ({len(s)})")
             lo = float(np.min(s.lo)) if len(s) else 0.0
             hi = float(np.max(s.hi)) if len(s) else 1.0
             t = np.linspace(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo), 400)

@@ -40,23 +40,58 @@ def plot_psf_mosaic(field: PSFField, plane: str, path: str | os.PathLike, gamma:
     _save(fig, path)
 
 
+#: Half-width of the MTF50 map's colour scale, relative to the median: a field within 1 % of
+#: its median shows as flat, a lens whose corners lose 10 % or more as saturated colour.
+MTF50_MAP_RANGE = 0.10
+
+
+def mtf50_map_colours(vals: np.ndarray):
+    """Colour map, normalisation, RGBA colours and label ink ("k"/"w") of MTF50 values.
+
+    Examples
+    --------
+    >>> _, _, rgba, ink = mtf50_map_colours(np.array([0.150, 0.1501, 0.1499, 0.2]))
+    >>> np.round(rgba[:3, :3], 1).tolist()  # within 0.1 % of the median: the centre's near-white
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    >>> ink.tolist()
+    ['k', 'k', 'k', 'w']
+    """
+    import matplotlib
+
+    med = float(np.median(vals))
+    norm = matplotlib.colors.Normalize(med * (1 - MTF50_MAP_RANGE), med * (1 + MTF50_MAP_RANGE))
+    cmap = matplotlib.colormaps["RdBu"]  # red: softer than the median, blue: sharper
+    rgba = cmap(norm(vals))
+    lum = rgba[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+    return cmap, norm, rgba, np.where(lum > 0.45, "k", "w")
+
+
 def plot_mtf50_map(field: PSFField, path: str | os.PathLike) -> None:
-    """MTF50 (cycles/pixel, radial average) at every node, one panel per plane."""
+    """MTF50 (cycles/pixel, radial average) at every node, one panel per plane.
+
+    A diverging colour scale centred on the median over all planes, fixed at ±10 % of it
+    (:data:`MTF50_MAP_RANGE`; values beyond take the end colours), so a uniform field looks
+    uniform instead of having its last digit stretched over the whole scale; each node is
+    labelled with its value, in black or white by the luminance of the colour under it.
+    """
     plt = _plt()
     gy, gx = field.psf.shape[:2]
     vals = np.array([[[mtf50(field.psf[j, i, c])["radial"] for i in range(gx)] for j in range(gy)]
                      for c in range(len(field.planes))])
     fig, axes = plt.subplots(1, len(field.planes), figsize=(3.2 * len(field.planes), 2.8), squeeze=False)
-    vmin, vmax = float(vals.min()), float(vals.max())
+    cmap, norm, _, ink = mtf50_map_colours(vals)
+    med = float(np.median(vals))
     for c, ax in enumerate(axes[0]):
-        im = ax.imshow(vals[c], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        im = ax.imshow(vals[c], cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_title(f"MTF50 {field.planes[c]}", fontsize=8)
         for j in range(gy):
             for i in range(gx):
-                ax.text(i, j, f"{vals[c, j, i]:.2f}", ha="center", va="center", fontsize=5, color="w")
+                ax.text(i, j, f"{vals[c, j, i]:.3f}", ha="center", va="center", fontsize=6, color=ink[c, j, i])
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="cycles / pixel")
+    cb = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, extend="both",
+                      label=f"cycles / pixel (median {med:.3g} ± {MTF50_MAP_RANGE:.0%})")
+    cb.ax.tick_params(labelsize=7)
     _save(fig, path)
 
 
