@@ -165,3 +165,28 @@ def test_terminate_ends_every_worker_process_and_resumes(tmp_path, sig):
     assert r.returncode == 0, r.stderr
     simulate_dataset(src, tmp_path / "ref", lux=(2, 20), size=64, workers=0, progress=False)
     assert tree_bytes(dst) == tree_bytes(tmp_path / "ref")
+
+
+def test_preview_one_image_per_class_with_names_and_upscale_note(tmp_path, monkeypatch, capsys):
+    import dpcal.sim.preview as preview
+    from dpcal.cli import main
+
+    shown = {}
+
+    def spy(images, sim, lux_levels, seeds, **kw):
+        shown["labels"] = list(kw["labels"])
+        return real(images, sim, lux_levels, seeds, **kw)
+
+    real = preview.render_preview
+    monkeypatch.setattr(preview, "render_preview", spy)
+    # 3 images in each of two ImageNet classes and one other; sources of 48x40 px simulated at 64 px
+    src = make_tree(tmp_path / "src", classes=["n01440764", "n02102040", "zzz"], n=3, size=(48, 40), ext="png")
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", str(src), str(tmp_path / "dst"), "--lux", "3", "--size", "64", "--workers", "0",
+              "--preview", str(tmp_path / "p.png")])
+    assert e.value.code == 0
+    # one image of every class before a second of any; class names where the label is a wnid
+    assert shown["labels"] == ["tench", "English springer", "zzz", "tench"]
+    rows = read_manifest(tmp_path / "dst")
+    assert all(r["detail"] == "upscaled: a 35x35 px crop to 64 px" for r in rows)  # the central 87.5 %
+    assert "9 of 9 images were upscaled: their crop is smaller than the size 64" in capsys.readouterr().err

@@ -676,6 +676,10 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
     shutil.rmtree(dst / STATE_DIR, ignore_errors=True)
     if n_ok == 0:
         log.warning("no image could be used; see the 'detail' column of %s", dst / MANIFEST)
+    up = [r for r in done.values() if r["status"] == "ok" and "upscaled" in r.get("detail", "")]
+    if up:
+        log.warning("%d of %d images were upscaled: their crop is smaller than the size %d (e.g. %s); detail in %s",
+                    len(up), n_ok, size, up[0]["key"], dst / MANIFEST)
 
     result = dict(card)
     result["run"] = {

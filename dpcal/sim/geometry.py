@@ -432,6 +432,8 @@ def load_image(
     if min(width, height) < min_size:
         raise ImageSkip(f"image is {width}x{height} px, smaller than --min-size {min_size}")
     box = plan_crop(mode, crop, height, width, rng)
+    if min(box.h, box.w) < size:
+        notes.append(f"upscaled: a {box.w}x{box.h} px crop to {size} px")
     if is_jpeg:
         factor = 1
         if draft and mode == "realistic":

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["preview_lux_levels", "render_preview", "preview_dataset"]
+__all__ = ["preview_lux_levels", "render_preview", "preview_dataset", "imagenet_class_names"]
 
 
 def preview_lux_levels(lux: tuple[float, float]) -> list[float]:
@@ -101,9 +101,34 @@ def render_preview(images, sim, lux_levels: Sequence[float], seeds: Sequence[int
     if labels:
         tile_h = (h + 4) * scale
         for i, lab in enumerate(labels[:b]):
-            cv2.putText(out, str(lab)[:24], (6, 28 + i * tile_h + tile_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (255, 255, 255), 1, cv2.LINE_AA)
+            at = (6, 28 + i * tile_h + tile_h - 8)
+            for color, thick in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # outlined: readable on any image
+                cv2.putText(out, str(lab)[:24], at, cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, thick, cv2.LINE_AA)
     return out
+
+
+def imagenet_class_names() -> dict[str, str]:
+    """wnid -> first WordNet name of the 1000 ILSVRC classes (shipped with dpcal).
+
+    Examples
+    --------
+    >>> imagenet_class_names()["n01440764"]
+    'tench'
+    """
+    from importlib.resources import files
+
+    text = (files("dpcal.sim") / "data" / "imagenet_lsvrc_2015_names.txt").read_text()
+    rows = (line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+    return {w: names.split(",")[0].strip() for w, names in rows}
+
+
+def _one_per_class_first(items):
+    """Items reordered: round 1 takes the first of each class, round 2 the second, ..."""
+    by_class: dict[str, list] = {}
+    for it in items:
+        by_class.setdefault(it.label, []).append(it)
+    rounds = max((len(v) for v in by_class.values()), default=0)
+    return [v[k] for k in range(rounds) for v in by_class.values() if k < len(v)]
 
 
 def _mask(pattern: str, h: int, w: int):
@@ -125,15 +150,18 @@ def write_png_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
 
 
 def preview_dataset(dst, path, *, source, task_cfg, n: int = 4) -> None:
-    """Preview of the first ``n`` usable images of a dataset run (same crops and seeds)."""
+    """Preview of ``n`` usable images of a dataset run (same crops and seeds): the first image of
+    each class, in class order, before a second image of any class; rows labelled with the
+    ImageNet class name where the label is a wnid."""
     import torch
 
     from dpcal.sim.geometry import ImageSkip, load_image
     from dpcal.sim.simulator import Simulator
 
     sim = Simulator(task_cfg["profile"], task_cfg["sim"], psf_field=task_cfg.get("psf_field"))
+    names = imagenet_class_names()
     imgs, seeds, labels = [], [], []
-    for it in source.items:
+    for it in _one_per_class_first(source.items):
         try:
             img, _ = load_image(it.source, task_cfg["size"], mode=task_cfg["mode"], crop=task_cfg["crop"],
                                 rng=np.random.default_rng([it.seed, 1]), min_size=task_cfg["min_size"],
@@ -142,7 +170,7 @@ def preview_dataset(dst, path, *, source, task_cfg, n: int = 4) -> None:
             continue
         imgs.append(img.transpose(2, 0, 1))
         seeds.append(it.seed)
-        labels.append(it.label)
+        labels.append(names.get(it.label, it.label))
         if len(imgs) == n:
             break
     if not imgs:
