@@ -190,3 +190,17 @@ def test_preview_one_image_per_class_with_names_and_upscale_note(tmp_path, monke
     rows = read_manifest(tmp_path / "dst")
     assert all(r["detail"] == "upscaled: a 35x35 px crop to 64 px" for r in rows)  # the central 87.5 %
     assert "9 of 9 images were upscaled: their crop is smaller than the size 64" in capsys.readouterr().err
+
+
+def test_one_extrapolation_warning_per_run(tmp_path):
+    """An ELD profile (measured at ISO 100-6400) at 3 lux is ISO 66,667: one line on stderr for the
+    whole run, not one per worker, chunk or preview row."""
+    src = make_tree(tmp_path / "src", classes=["a", "b"], n=4, ext="png")
+    r = run_cli("simulate", str(src), str(tmp_path / "dst"), "--lux", "3", "--size", "32", "--workers", "2",
+                "--profile", "eld-sonya7s2", "--preview", str(tmp_path / "p.png"))
+    warns = [line for line in r.stderr.splitlines() if "warn" in line.lower()]
+    assert warns == ["dpcal: warning: profile eld-sonya7s2 is measured at ISO 100-6400; ISO up to 66667 is "
+                     "extrapolated by its cts ISO model"], r.stderr
+    r = run_cli("simulate", str(src), str(tmp_path / "dst2"), "--lux", "100", "--size", "32", "--workers", "0",
+                "--profile", "eld-sonya7s2")
+    assert "warning" not in r.stderr  # ISO 2000: measured
