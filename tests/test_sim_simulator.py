@@ -88,6 +88,7 @@ def test_whole_simulator_is_differentiable():
     assert torch.autograd.gradcheck(lambda t: mosaic(unprocess(t, p), "BGGR"), (y,))
 
 
+@pytest.mark.filterwarnings("ignore::dpcal.profile.OutOfRangeWarning")
 def test_reference_mode_fixes_its_settings():
     sim = Simulator("eld-sonya7s2", mode="reference", lux=3)
     c = sim.config

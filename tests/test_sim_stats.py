@@ -85,6 +85,7 @@ def test_quantised_output_on_dn_grid():
     assert float(out.levels[0, 0]) == 959
 
 
+@pytest.mark.filterwarnings("ignore::dpcal.profile.OutOfRangeWarning")  # extrapolation is compared on purpose
 @pytest.mark.parametrize("profile_id", ["nexus6p-rear", "eld-sonya7s2", "sidd-gp", "pixel"])
 def test_vectorised_noise_params_equal_profile_noise(profile_id):
     prof = load_profile(profile_id)
