@@ -10,7 +10,7 @@ from dpcal.errors import BadInputError
 from dpcal.profile import load_profile
 from dpcal.psf import PSFField, blur_rgb_to_planes, gaussian_kernel
 from dpcal.sim import Simulator, psf_for_image
-from dpcal.sim.color import (
+from dpcal.physics.color import (
     forward_tone,
     inverse_tone,
     inverse_tone_lut,
@@ -21,7 +21,7 @@ from dpcal.sim.color import (
     srgb_to_linear,
     unprocess,
 )
-from dpcal.sim.ops import mosaic
+from dpcal.physics.cfa import mosaic
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -102,6 +102,7 @@ def test_reference_mode_fixes_its_settings():
             Simulator("nexus6p-rear", mode="reference", lux=3, **bad)
 
 
+@pytest.mark.filterwarnings("ignore::dpcal.profile.OutOfRangeWarning")
 def test_realistic_defaults_follow_the_profile():
     sim = Simulator("eld-sonya7s2", lux=3)
     assert (sim.pattern, sim.config.linearize, sim.config.quantize) == ("RGGB", "unprocess", True)
@@ -186,3 +187,17 @@ def test_simulator_applies_profile_psf(tmp_path):
     assert torch.allclose(out.clean, expect, atol=1e-10)
     plain = Simulator("nexus6p-rear", lux=200, linearize="gamma")(x, seeds=[0])
     assert float((plain.clean - out.clean).abs().max()) > 0.01  # the blur did something
+
+
+def test_simulator_warns_once_beyond_the_measured_range():
+    import warnings
+
+    from dpcal.profile import OutOfRangeWarning
+
+    with pytest.warns(OutOfRangeWarning, match="eld-sonya7s2 is measured at ISO 100-6400; ISO up to 66667") as w:
+        sim = Simulator("eld-sonya7s2", lux=(3, 30))
+    assert len(w) == 1 and w[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sim(torch.full((2, 3, 8, 8), 0.5), seeds=[0, 1])  # not again per batch
+        Simulator("eld-sonya7s2", lux=(40, 200))  # ISO 1000-5000: measured

@@ -251,7 +251,8 @@ def render_capture(
     Capture
     """
     from dpcal.profile import load_profile
-    from dpcal.synth import per_plane, poisson_gaussian, to_dn
+    from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
+    from dpcal.synth import per_plane
 
     if not iso > 0:
         raise BadInputError(f"iso must be > 0, got {iso:g}")
@@ -281,7 +282,7 @@ def render_capture(
     clean = (mosaic * gains[pm] * vignetting_map((w, h), vignetting)).astype(np.float32)
     if noise:
         nz = prof.noise(iso=iso)
-        y = poisson_gaussian(clean, per_plane(nz.alpha, pat, clean.shape), per_plane(nz.sigma, pat, clean.shape), rng)
+        y = sample_poisson_gaussian(clean, per_plane(nz.alpha, pat, clean.shape), per_plane(nz.sigma, pat, clean.shape), rng)
         noise_info = nz.to_dict()
     else:
         y = np.clip(clean, 0, 1)

@@ -51,7 +51,10 @@ def _simulator(cfg: dict):
     token = cfg["token"]
     sim = _STATE.get(("sim", token))
     if sim is None:
-        sim = Simulator(cfg["profile"], cfg["sim"], psf_field=cfg.get("psf_field"))
+        with warnings.catch_warnings():
+            # simulate_dataset warns once for the whole run, not once per worker.
+            warnings.simplefilter("ignore", OutOfRangeWarning)
+            sim = Simulator(cfg["profile"], cfg["sim"], psf_field=cfg.get("psf_field"))
         _STATE[("sim", token)] = sim
     return sim
 
@@ -65,14 +68,6 @@ def encode_png16(m: np.ndarray) -> bytes:
     if not ok:  # pragma: no cover - OpenCV always encodes uint16 PNG
         raise OSError("PNG encoding failed")
     return buf.tobytes()
-
-
-def to_dn(m: np.ndarray, pattern: str, black: Sequence[float], white: float) -> np.ndarray:
-    """Normalised mosaic -> uint16 digital numbers ``round(black + value * (white - black))``."""
-    from dpcal.cfa import plane_map
-
-    bl = np.asarray(black, dtype=np.float64)[plane_map(pattern, *m.shape)]
-    return np.rint(bl + m.astype(np.float64) * (white - bl)).astype(np.uint16)
 
 
 def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
@@ -113,9 +108,7 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
         loaded.append((key, out, seed, img, info))
     if loaded:
         x = torch.from_numpy(np.stack([np.ascontiguousarray(t[3].transpose(2, 0, 1)) for t in loaded]))
-        with torch.no_grad(), warnings.catch_warnings():
-            # simulate_dataset warns once for the whole lux range, not once per chunk.
-            warnings.simplefilter("ignore", OutOfRangeWarning)
+        with torch.no_grad():
             res = sim(x, seeds=[t[2] for t in loaded], tone_applied=True)
         mos = res.mosaic[:, 0].cpu().numpy()
         for i, (key, out, seed, img, info) in enumerate(loaded):
@@ -124,6 +117,7 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
                 write_bytes_atomic(out, encode_png16(mos[i]))
             else:
                 from dpcal.io.dng import write_dng
+                from dpcal.physics.sensor import to_dn
 
                 if cfg["dng_levels"] == "profile":
                     black, white = sim.profile.black_level, sim.profile.white_level(iso)
