@@ -108,9 +108,9 @@ def test_kill_and_resume(tmp_path):
     assert len(read_manifest(dst)) == 600
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_terminate_ends_every_worker_process_and_resumes(tmp_path, sig):
-    """`kill PID` (SIGTERM) or a closed terminal (SIGHUP) on the main process only: the fork
+    """`kill PID` (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C (SIGINT) on the main process only: the fork
     server, the resource tracker and the workers all end; the message says how to resume; the
     same command then finishes with the files of an uninterrupted run."""
     psutil = pytest.importorskip("psutil")
