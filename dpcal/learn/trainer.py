@@ -566,7 +566,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     if progress and dist.main:
         from tqdm import tqdm
 
-        pbar = tqdm(total=total, initial=step, unit="step", desc=f"train {cfg.mode}", dynamic_ncols=True, leave=False)
+        import sys
+
+        # In a log file, a line a minute instead of a redrawn bar.
+        pbar = tqdm(total=total, initial=step, unit="step", desc=f"train {cfg.mode}", dynamic_ncols=True, leave=False,
+                    mininterval=0.5 if sys.stderr.isatty() else 60)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
     window = {"loss": 0.0, "n": 0, "c1": 0, "c5": 0, "images": 0, "t": time.perf_counter()}
     last_val: dict = {}
