@@ -625,7 +625,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
                     window["c5"] += a5
                 if pbar is not None:
                     pbar.update(1)
-                    pbar.set_postfix(loss=f"{loss_value:.3f}", phase=phase["name"])
+                    pbar.set_postfix(loss=f"{loss_value:.3f}", phase=phase["name"], refresh=False)
                 end_of_log = step % cfg.log_every == 0 or step == total
                 if end_of_log:
                     tot = dist.all_sum([window["loss"], window["n"], window["c1"], window["c5"]])
