@@ -218,3 +218,14 @@ def test_toml_settings_and_overrides(tmp_path):
         resolve_config({"data": "x", "steps": 1, "colour": 1})
     with pytest.raises(BadInputError, match="exactly one"):
         resolve_config({"data": "x", "steps": 1, "epochs": 2})
+
+
+def test_one_extrapolation_warning_per_run(colours, tmp_path):
+    """An ELD profile at 3 lux (ISO 66,667, measured up to 6400): one line for the run, not one per
+    loader worker."""
+    r = run_cli("train", "--mode", "raw", "--data", str(colours[0]), "--size", "32", "--batch-size", "8",
+                "--width", "0.25", "--steps", "2", "--workers", "2", "--profile", "eld-sonya7s2", "--lux", "3",
+                "--out", str(tmp_path / "run"), "--json")
+    warns = [line for line in r.stderr.splitlines() if "warning" in line.lower()]
+    assert warns == ["dpcal: warning: profile eld-sonya7s2 is measured at ISO 100-6400; ISO up to 66667 is "
+                     "extrapolated by its cts ISO model"], r.stderr

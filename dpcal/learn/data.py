@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -259,12 +260,15 @@ class SimulateCollate:
 
     def simulator(self):
         if self._model is None:
-            from dpcal.profile import Profile, load_profile
+            from dpcal.profile import OutOfRangeWarning, Profile, load_profile
             from dpcal.sim import Simulator
             from dpcal.sim.config import SimConfig
 
             prof = Profile.from_dict(self.profile) if isinstance(self.profile, dict) else load_profile(self.profile)
-            self._model = Simulator(prof, SimConfig(**{**self.sim, "lux": tuple(self.sim["lux"])}))
+            with warnings.catch_warnings():
+                # The trainer warns once for the run, not once per loader worker.
+                warnings.simplefilter("ignore", OutOfRangeWarning)
+                self._model = Simulator(prof, SimConfig(**{**self.sim, "lux": tuple(self.sim["lux"])}))
         return self._model
 
     def __getstate__(self):

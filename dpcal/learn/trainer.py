@@ -62,6 +62,7 @@ from dpcal.learn.recipe import (
     set_trainable,
 )
 from dpcal.learn.rundir import METRICS_COLUMNS, append_metrics, check_resume, prepare_run, truncate_metrics
+from dpcal.profile import Profile
 
 log = logging.getLogger("dpcal")
 
@@ -121,6 +122,9 @@ class _Data:
         tone = "none" if self.clean else sim_cfg["linearize"]
         # On a GPU the simulation runs in the training step; on a CPU in the loader workers.
         self.sim_in_loader = device.type == "cpu"
+        if not self.clean:  # once for the run (the loader workers' simulators stay quiet)
+            prof, (lo, hi) = Profile.from_dict(profile_doc), sim_cfg["lux"]
+            prof.warn_if_extrapolated(prof.iso_for_lux(hi), prof.iso_for_lux(lo))
         self.collate = collate if (self.clean or not self.sim_in_loader) else SimulateCollate(profile_doc, sim_cfg)
         self.sim = None
         if not self.clean and not self.sim_in_loader:
