@@ -8,7 +8,7 @@ cos^4 vignetting, white balance and Poisson-Gaussian noise of the nexus6p-rear p
 given ISO. Then fits it twice in the same process:
 
 * ``baseline``: independent tiles with the first-order (gradient) Tikhonov prior of
-  REFERENCE.md section 5 as written, no field model;
+  docs/method.md section 3 as written, no field model;
 * ``dpcal``: the default fit (Laplacian prior, field model consistent with the bilinear
   product convolution, smoothing across the grid).
 

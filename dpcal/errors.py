@@ -9,8 +9,12 @@ class DpcalError(Exception):
     """Base class of every error dpcal raises on purpose (bad input, failed fit, ...)."""
 
 
-class BadInputError(DpcalError):
-    """An input file, folder or value cannot be used as given."""
+class BadInputError(DpcalError, ValueError):
+    """An input file, folder or value cannot be used as given.
+
+    Also a :class:`ValueError`, so that code written against the usual Python convention for a
+    bad argument catches it.
+    """
 
 
 class BadProfileError(BadInputError):

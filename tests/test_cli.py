@@ -20,8 +20,10 @@ def test_help_is_light():
 
 
 def test_version():
+    from dpcal import __version__
+
     r = run_cli("--version")
-    assert "dpcal" in r.stdout
+    assert r.stdout.split()[-1] == __version__ and __version__[0].isdigit()
 
 
 def test_profile_list_and_show_json():
@@ -98,6 +100,15 @@ def test_demo(tmp_path):
     out = tmp_path / "demo"
     doc = json.loads(run_cli("demo", "--out", str(out), "--json").stdout)
     assert doc["capture"]["pattern"] == "BGGR" and doc["capture"]["iso"] == 1600
-    assert (out / "summary.json").is_file()
+    assert json.loads((out / "summary.json").read_text()) == doc
+    # fit-noise recovers the profile the capture was made with: alpha within 3 % and within 4 of
+    # its own standard errors (the error bars are calibrated), sigma within 4 standard errors.
+    for f in doc["fit_noise"]:
+        assert abs(f["alpha_rel_err"]) < 0.03 and abs(f["alpha"] - f["alpha_profile"]) < 4 * f["alpha_std"], f
+        assert abs(f["sigma"] - f["sigma_profile"]) < 4 * f["sigma_std"], f
+    # fit-psf recovers the known lens: 2-5 % is the method's published accuracy (docs/method.md).
+    psf = doc["fit_psf"]
+    assert psf["registration_rms_px"] < 0.1 and psf["kernel_rel_l2_median"] < 0.05 and psf["kernel_rel_l2_max"] < 0.1
+    assert doc["simulate"]["ok"] == doc["simulate"]["images"] == 6
     r = run_cli("demo", "--out", str(out), check=1)
     assert "--overwrite" in r.stderr

@@ -150,7 +150,7 @@ def test_emva_reference_data(shared_data):
     assert abs(r["sigma_y_dark"] / ref["sigma_y_dark"] - 1) < 0.03
     assert r["index_u_ysat"] == ref["index_u_ysat"]
     assert r["index_sensitivity_max"] == ref["index_sensitivity_max"]
-    # REFERENCE.md 4b: a single-image estimate on this CCD reads several percent high
+    # docs/method.md 2b: a single-image estimate on this CCD reads several percent high
     assert 0.02 < r["fixed_pattern_share"] < 0.12
 
 

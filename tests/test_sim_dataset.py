@@ -243,9 +243,22 @@ def test_preview(tmp_path):
     src = make_tree(tmp_path / "src", n=1)
     res = simulate_dataset(src, tmp_path / "dst", lux=(3, 300), size=32, workers=0, progress=False,
                            preview=tmp_path / "p.png")
-    img = cv2.imread(res["preview"])
+    img = cv2.imread(res["preview"])[..., ::-1].astype(float)
     # 2 rows, 5 columns (clean, mosaic, 3 light levels) of (32 + 4) px tiles at 2x, plus a header.
     assert img.shape == (28 + 2 * 36 * 2, 5 * 36 * 2, 3)
+    t = 36 * 2
+    tiles = [[img[28 + r * t + 4 + 8 : 28 + (r + 1) * t - 4 - 8, c * t + 4 + 8 : (c + 1) * t - 4 - 8]  # inside the border
+              for c in range(5)] for r in range(2)]
+    for row in tiles:
+        clean, mosaic, dark, mid, bright = row
+        assert clean.mean() > 40 and clean.std() > 10  # a picture, not black or flat
+        assert mosaic.mean() > 10  # CFA samples in their colours: about a third of the light
+        # Noise: the simulated tiles differ from the clean image, most at the lowest light level
+        # (3 lux: alpha 0.12) and least at the highest (300 lux).
+        err = [np.abs(x - clean).mean() for x in (dark, mid, bright)]
+        assert err[0] > err[2] and err[0] > 20, err
+    # Each row shows its own image.
+    assert np.abs(tiles[0][0] - tiles[1][0]).mean() > 10
 
 
 def test_real_imagenet_folders(shared_data, tmp_path):

@@ -110,24 +110,18 @@ def _write_png(path: Path, raster: np.ndarray, dpi: float | None) -> None:
 
 def _write_pdf(path: Path, raster: np.ndarray, spec: ChartSpec) -> None:
     """One page at the chart's physical size, the raster embedded pixel for pixel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     w_in, h_in = spec.size_mm[0] / 25.4, spec.size_mm[1] / 25.4
-    fig = plt.figure(figsize=(w_in, h_in))
+    fig = Figure(figsize=(w_in, h_in))
     ax = fig.add_axes([0, 0, 1, 1])
     ax.set_axis_off()
     # interpolation="none" makes vector backends embed the image unresampled.
     ax.imshow(_png_codes(raster), cmap="gray", vmin=0, vmax=255, interpolation="none", aspect="auto")
     meta = {"Title": f"dpcal {spec.kind} chart", "Subject": "Print at 100 % (no scaling, no fit to page).",
             "Creator": "dpcal make-chart"}
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="pdf", dpi=spec.dpi, metadata=meta)
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="pdf", dpi=spec.dpi, metadata=meta)
 
 
 def load_chart_image(spec: ChartSpec, frame: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 :func:`rasterize` gives the chart as a sensor pixel sees it: the chart's value averaged over
 the pixel's footprint on the chart. It is what both the PSF estimator (the sharp image ``u`` of
-REFERENCE.md section 5) and :func:`render_capture` use. The chart is piecewise constant on its
+``docs/method.md`` section 3) and :func:`render_capture` use. The chart is piecewise constant on its
 raster, so its summed-area table is exactly bilinear between raster pixel corners: the integral
 over any axis-aligned chart rectangle is four bilinear look-ups. Each (sub)pixel's footprint, a
 small parallelogram on the chart, is replaced by the axis-aligned rectangle with the same side

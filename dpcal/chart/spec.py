@@ -160,12 +160,6 @@ class ChartSpec:
     def mm_per_px(self) -> float | None:
         return 25.4 / self.dpi if self.dpi else None
 
-    def frame_index(self, role: str) -> int | None:
-        for i, f in enumerate(self.frames):
-            if f["role"] == role:
-                return i
-        return None
-
     def noise_frames(self) -> list[int]:
         return [i for i, f in enumerate(self.frames) if f["role"] in ("noise", "chart")]
 

@@ -8,7 +8,7 @@
 * already-decoded mosaics: ``.npy`` and single-channel 16-bit PNG/TIFF, given ``pattern``.
 
 It returns a :class:`RawImage` holding the visible Bayer mosaic in digital numbers (DN) and
-normalised as in REFERENCE.md section 1: ``(dn - black[c]) / (white - black[c])`` per CFA plane,
+normalised as in ``docs/conventions.md``: ``(dn - black[c]) / (white - black[c])`` per CFA plane,
 *not* clipped (values below black carry read noise that the noise fitters need).
 """
 

@@ -1,4 +1,4 @@
-"""Poisson-Gaussian noise calibration (REFERENCE.md section 4): ``sigma^2(y) = alpha y + sigma^2``.
+"""Poisson-Gaussian noise calibration (``docs/method.md`` section 2): ``sigma^2(y) = alpha y + sigma^2``.
 
 Two routes, one model, per CFA plane in normalised [0, 1] units:
 

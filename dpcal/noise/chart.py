@@ -298,34 +298,3 @@ def _plane_fit(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.where(n > 3, np.maximum(rss, 0.0) / (n - 3), np.nan)
     return beta, var
-
-
-def region_levelsets(
-    plane: np.ndarray,
-    regions: FlatRegions,
-    lo: float,
-    hi: float,
-    *,
-    valid: np.ndarray | None = None,
-    tile: int | None = None,
-    min_n: int = 64,
-    source: int = 0,
-) -> LevelSets:
-    """Level sets from flat regions: one set per (region, tile) (see :class:`RegionSets`).
-
-    Parameters
-    ----------
-    plane : ndarray (h, w)
-        Normalised plane.
-    regions : FlatRegions
-    lo, hi : float
-        Clipping bounds.
-    tile : int, optional
-        Tile size in plane pixels; chosen for about 600 sets if None.
-    min_n : int
-        Smallest set kept.
-    """
-    from dpcal.noise.single import haar_split
-
-    A, D = haar_split(plane)
-    return RegionSets(regions, plane.shape, tile).levelsets(plane, A, D, lo, hi, valid=valid, min_n=min_n, source=source)

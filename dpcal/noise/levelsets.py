@@ -7,7 +7,7 @@ frame pair at one level (photon transfer). Each set carries
 * ``level``: the sample mean ``y_i`` (of the clipped data),
 * ``std``: the unbiased sample standard deviation ``s_i`` of its noise,
 * ``c``, ``d``: the sampling variances of ``y_i`` and ``s_i`` divided by ``sigma^2`` of the
-  set, i.e. ``var(y_i) = c_i sigma_i^2`` and ``var(s_i) = d_i sigma_i^2`` (REFERENCE.md 4a),
+  set, i.e. ``var(y_i) = c_i sigma_i^2`` and ``var(s_i) = d_i sigma_i^2`` (``docs/method.md`` section 2a),
 * ``lo``, ``hi``: the clipping bounds of the capture it came from (normalised units),
 * ``n`` samples and a ``source`` index (which capture).
 """

@@ -2,7 +2,7 @@
 
 Frames of the same static scene (or flat field) at one exposure differ only by temporal
 noise, so the variance of their differences is the temporal noise alone: fixed-pattern noise
-(PRNU, DSNU), which a single image cannot separate from it, cancels (REFERENCE.md 4b).
+(PRNU, DSNU), which a single image cannot separate from it, cancels (``docs/method.md`` section 2b).
 
 * Per exposure step with frames ``F_1..F_L`` (``L >= 2``): the mean level, and the temporal
   variance as the interaction mean square ``sum_{p,l} (F_pl - m_p - (r_l))^2 / ((n-1)(L-1))``

@@ -1,4 +1,4 @@
-"""Camera profiles: a versioned JSON document per camera (schema in ``docs/profile.md``).
+"""Camera profiles: a versioned JSON document per camera (schema in ``docs/profiles.md``).
 
 A profile holds the sensor (CFA, levels), the noise (per-ISO table of alpha and sigma per CFA
 plane plus an ISO model), the light-level model, an optional PSF field (``.npz`` beside the

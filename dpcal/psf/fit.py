@@ -30,7 +30,7 @@ still), on the linear RAW mosaic:
    over-correct); unmixing them gives the node kernels as samples of the
    field, then a thin-plate smoother across the grid (weight by generalised cross-validation),
    extrapolation to tiles the chart does not cover, and projection onto the simplex. The output
-   field is applied bilinearly between these samples (REFERENCE.md section 1).
+   field is applied bilinearly between these samples (``docs/conventions.md``).
 7. **QA** per tile and plane: weighted residual (reduced chi^2), explained variance, MTF50,
    centroid, support, samples used.
 """
@@ -388,13 +388,11 @@ def _auto_supersample(loc: ChartLocation) -> int:
     m = loc.mapping
     w, h = m.image_size
     pts = np.array([[x, y] for x in np.linspace(0, w - 1, 5) for y in np.linspace(0, h - 1, 5)])
-    P = m.inverse(pts)
     e = 0.5
     jx = (m.inverse(pts + [e, 0]) - m.inverse(pts - [e, 0])) / (2 * e)
     jy = (m.inverse(pts + [0, e]) - m.inverse(pts - [0, e])) / (2 * e)
     ang = np.maximum(np.abs(np.arctan2(jx[:, 1], jx[:, 0])), np.abs(np.arctan2(jy[:, 0], jy[:, 1])))
     deg = float(np.degrees(np.nanmax(ang)))
-    del P
     return 1 if deg < 5.0 else 2 if deg < 10.0 else 3
 
 
@@ -650,7 +648,6 @@ def fit_psf(
     node_xy = np.stack(np.meshgrid(xs_nodes, ys_nodes), -1)
     reg = [dict(capture=p.name, **p.loc.summary()) for p in prepared]
     rms = float(np.sqrt(np.mean([r["registration_rms_px"] ** 2 for r in reg])))
-    rel = [t for t in qa]
     summary = {
         "registration_rms_px": rms,
         "registration_model_rms_px": float(np.sqrt(np.mean([r["registration_model_rms_px"] ** 2 for r in reg]))),
@@ -660,9 +657,9 @@ def fit_psf(
         "sensor_size": [w, h],
         "pattern": pattern,
         "captures": [p.name for p in prepared],
-        "median_reduced_chi2": float(np.median([t["reduced_chi2"] for t in rel if t["reduced_chi2"] is not None]))
-        if any(t["reduced_chi2"] is not None for t in rel) else None,
-        "tiles_extrapolated": int(sum(1 for t in rel if t["extrapolated"])),
+        "median_reduced_chi2": float(np.median([t["reduced_chi2"] for t in qa if t["reduced_chi2"] is not None]))
+        if any(t["reduced_chi2"] is not None for t in qa) else None,
+        "tiles_extrapolated": int(sum(1 for t in qa if t["extrapolated"])),
         "node_region": list(box),
         "field_model": smoothing,
         "prior": prior,
