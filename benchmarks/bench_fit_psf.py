@@ -35,7 +35,7 @@ W, H, GX, GY, K = 4000, 3000, 8, 6, 31
 
 
 def truth_field():
-    from dpcal.psf.field import PSFField, gaussian_kernel
+    from dpcal.physics.optics import PSFField, gaussian_kernel
     from dpcal.psf.fit import node_grid
 
     xs, ys = node_grid(W, H, GX, GY)

@@ -90,7 +90,7 @@ def _demo_fit_psf(out: Path, prof, seed: int) -> dict:
     from dpcal.chart.render import render_capture, write_capture
     from dpcal.io.raw import read_raw
     from dpcal.psf.estimate import relative_l2
-    from dpcal.psf.field import PSFField, gaussian_kernel
+    from dpcal.physics.optics import PSFField, gaussian_kernel
     from dpcal.psf.fit import fit_psf
 
     spec = make_chart("psf", out / "chart", size_mm=(62, 46), dpi=300, square=24, pdf=False, overwrite=True)

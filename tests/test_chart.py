@@ -11,7 +11,7 @@ from dpcal.chart.locate import locate_chart
 from dpcal.chart.render import rasterize, render_capture
 from dpcal.chart.spec import ChartSpec, noise_bits
 from dpcal.errors import BadInputError, FitError
-from dpcal.psf.field import PSFField, gaussian_kernel
+from dpcal.physics.optics import PSFField, gaussian_kernel
 
 
 def test_noise_bits_reproducible_and_balanced():

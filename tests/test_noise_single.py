@@ -8,7 +8,7 @@ from dpcal.errors import FitError
 from dpcal.io.dng import write_dng
 from dpcal.noise.calibrate import InputFile, fit_single_iso
 from dpcal.noise.hygiene import prepare_capture
-from dpcal.noise.scenes import natural_scene
+from dpcal.testing.scenes import natural_scene
 from dpcal.noise.single import fit_noise_single
 from dpcal.synth import synthetic_capture
 from tests._noise_data import capture, chart_clean, curve_error, truth

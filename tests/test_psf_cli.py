@@ -67,7 +67,7 @@ def test_fit_psf_cli(rendered, tmp_path):
         assert z["node_xy"].shape == (2, 2, 2) and list(z["planes"]) == ["R", "Gr", "Gb", "B"]
         np.testing.assert_allclose(z["psf"].sum(axis=(-1, -2)), 1, atol=1e-5)
         from dpcal.psf.estimate import relative_l2
-        from dpcal.psf.field import gaussian_kernel
+        from dpcal.physics.optics import gaussian_kernel
 
         assert np.median(relative_l2(z["psf"], gaussian_kernel(15, 1.3))) < 0.06
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [

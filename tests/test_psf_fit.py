@@ -18,7 +18,7 @@ from dpcal.psf.estimate import (
     smoothness_operator,
     solve_kernel,
 )
-from dpcal.psf.field import PSFField, gaussian_kernel
+from dpcal.physics.optics import PSFField, gaussian_kernel
 from dpcal.psf.fit import compare_fields, fit_psf, node_grid
 
 W, H, K = 800, 600, 15

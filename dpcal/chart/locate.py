@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from dpcal.cfa import PLANES, split_planes
-from dpcal.chart.geometry import LensMapping, MappingFit, _dlt_homography, fit_lens_mapping
+from dpcal.chart.geometry import LensMapping, MappingFit, dlt_homography, fit_lens_mapping
 from dpcal.chart.spec import ChartSpec, chart_raster
 from dpcal.errors import BadInputError, FitError
 
@@ -243,7 +243,7 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
         q_luma = q * f + (f - 1) / 2  # lo px -> luma px
         for rot in range(4):
             img_pts = np.roll(q_luma, -rot, axis=0)
-            H = _dlt_homography(frame_pts, img_pts)
+            H = dlt_homography(frame_pts, img_pts)
             H_lo = S_lo @ H @ S_chart
             # smooth over about a third of a checker square, as imaged
             sq = spec.square * np.sqrt(abs(np.linalg.det(H_lo[:2, :2]))) / cf

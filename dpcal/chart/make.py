@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpcal.chart.spec import ChartSpec, build_spec, chart_raster, srgb_encode
+from dpcal.chart.spec import ChartSpec, build_spec, chart_raster, srgb_decode, srgb_encode
 from dpcal.errors import BadInputError
 from dpcal.io.atomic import atomic_path
 
@@ -133,8 +133,6 @@ def load_chart_image(spec: ChartSpec, frame: int = 0) -> np.ndarray:
         Missing file, or an image that differs from the spec's raster.
     """
     from PIL import Image
-
-    from dpcal.chart.spec import srgb_decode
 
     if spec.path is None:
         raise BadInputError("the chart spec has no folder to find its images in")

@@ -21,8 +21,12 @@ from typing import Mapping
 
 import numpy as np
 
-from dpcal.chart.geometry import LensMapping
 from dpcal.cfa import PLANES, plane_map
+from dpcal.chart.geometry import LensMapping
+from dpcal.io.dng import write_dng
+from dpcal.physics.optics import apply_psf_field
+from dpcal.profile import load_profile
+from dpcal.synth import per_plane, poisson_gaussian, to_dn
 
 _GRID = 8  # exact mapping evaluations every _GRID sensor pixels, bilinear in between
 
@@ -249,9 +253,6 @@ def render_capture(
     -------
     Capture
     """
-    from dpcal.profile import load_profile
-    from dpcal.synth import per_plane, poisson_gaussian, to_dn
-
     rng = np.random.default_rng(rng)
     prof = load_profile(profile if profile is not None else "nexus6p-rear")
     pat = pattern or prof.pattern
@@ -262,8 +263,6 @@ def render_capture(
     refl = black_reflectance + (white_reflectance - black_reflectance) * u
     refl = np.where(np.isnan(refl), background, refl).astype(np.float32)
     if field is not None:
-        from dpcal.psf.field import apply_psf_field
-
         if field.sensor_size is not None and tuple(field.sensor_size) != (w, h):
             field = field.resampled(w, h)
         planes = apply_psf_field(np.broadcast_to(refl, (len(field.planes), h, w)).copy(), field, padding="replicate")
@@ -290,7 +289,5 @@ def render_capture(
 
 def write_capture(path, cap: Capture, *, make: str = "dpcal", model: str = "render-chart") -> None:
     """Write a :class:`Capture` as a DNG (ISO and levels in its tags)."""
-    from dpcal.io.dng import write_dng
-
     write_dng(path, cap.dn, cap.pattern, black_level=cap.black_level, white_level=cap.white_level,
               iso=cap.iso, exposure_time=1 / 60, make=make, model=model)

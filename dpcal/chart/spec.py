@@ -36,6 +36,7 @@ import numpy as np
 
 from dpcal._version import __version__
 from dpcal.errors import BadInputError
+from dpcal.io.atomic import write_json_atomic
 
 SCHEMA = "dpcal-chart"
 SCHEMA_VERSION = 1
@@ -258,8 +259,6 @@ class ChartSpec:
 
     # ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from dpcal.io.atomic import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
         self.path = Path(path)
 

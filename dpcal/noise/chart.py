@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from dpcal.noise.levelsets import LevelSets, block_index, clipped_group_sums, unbiased_std
+from dpcal.noise.levelsets import KAPPA_HAAR, LevelSets, block_index, clipped_group_sums, unbiased_std
 
 #: target long side (in blocks) of the block-averaged image used for segmentation
 TARGET_BLOCKS = 256
@@ -200,8 +200,6 @@ class RegionSets:
     def levelsets(self, plane: np.ndarray, A: np.ndarray, D: np.ndarray, lo: float, hi: float, *,
                   valid: np.ndarray | None = None, min_n: int = 64, source: int = 0) -> LevelSets:
         """Level sets of one plane (its pixels and its Haar split ``A, D``)."""
-        from dpcal.noise.single import KAPPA_HAAR
-
         k = self.k
         if k == 0:
             return LevelSets.empty("chart")

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dpcal.errors import BadInputError, FitError
+from dpcal.noise.levelsets import LevelSets, haar_split, unbiased_std
 
 log = logging.getLogger("dpcal")
 
@@ -100,8 +101,6 @@ def temporal_levelsets(
         square with ``(n-1)(L-1)`` degrees of freedom), ``c = 1/(n L)``, ``d = 1/(2 dof)``.
     """
     import cv2
-
-    from dpcal.noise.levelsets import LevelSets, unbiased_std
 
     f = np.asarray(frames, dtype=np.float32)
     L = f.shape[0]
@@ -443,8 +442,6 @@ def fit_emva(path: str | os.PathLike, *, progress: bool = False) -> dict:
         u_d, s2_d, _ = dark_cache[d.exposure]
         # Single-frame (spatial) variance of the first frame: the diagonal Haar detail keeps
         # the high-frequency fixed pattern along with the temporal noise.
-        from dpcal.noise.single import haar_split
-
         Dd = haar_split(A[0].astype(np.float32))[1]
         rows.append({
             "exposure": s.exposure, "photons": s.photons, "u_y": u_y, "s2_y": s2_y, "dof": dof,

@@ -13,11 +13,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from dpcal.io.atomic import atomic_path
+from dpcal.noise.clipped import clipped_curve
+from dpcal.profile.model import eval_iso_model
 
 
 def _save(fig, path: Path) -> str:
-    from dpcal.io.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     return str(path)
@@ -25,10 +28,6 @@ def _save(fig, path: Path) -> str:
 
 def plot_fits(fits_by_iso: dict, out_dir: str | os.PathLike) -> list[str]:
     """One PNG per ISO (``noise_iso<ISO>.png``) with the std-vs-mean figure of every plane."""
-    from dpcal.noise.clipped import clipped_curve
-
-    from matplotlib.figure import Figure
-
     out = []
     for iso, fits in fits_by_iso.items():
         names = list(fits)
@@ -70,10 +69,6 @@ def plot_fits(fits_by_iso: dict, out_dir: str | os.PathLike) -> list[str]:
 
 def plot_iso_model(rows: list[dict], model: dict, out_dir: str | os.PathLike) -> str:
     """``noise_iso_model.png``: alpha and sigma against ISO per plane, with the ISO model."""
-    from dpcal.profile.model import eval_iso_model
-
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     isos = np.array([r["iso"] for r in rows], float)

@@ -53,16 +53,19 @@ from dpcal.chart.locate import ChartLocation, locate_chart
 from dpcal.chart.render import rasterize, summed_area
 from dpcal.chart.spec import ChartSpec, chart_raster
 from dpcal.errors import BadInputError, FitError
+from dpcal.io.raw import RawImage, read_raw
+from dpcal.physics.optics import PSFField, hat_weights
+from dpcal.profile import load_profile
 from dpcal.psf.estimate import (
     NormalEquations,
     embed_kernel,
     kernel_centroid,
     mtf50,
     project_simplex,
+    relative_l2,
     smoothness_operator,
     solve_kernel,
 )
-from dpcal.psf.field import PSFField, hat_weights
 
 log = logging.getLogger("dpcal")
 
@@ -590,8 +593,6 @@ def fit_psf(
     FitError
         Kernels that do not fit (defocus beyond ``kernel_size``), or too little data.
     """
-    from dpcal.io.raw import RawImage, read_raw
-
     if chart.kind != "psf":
         raise BadInputError(f"{chart.path or 'the chart'} is a {chart.kind} chart; fit-psf needs a PSF chart "
                             "(`dpcal make-chart psf`)")
@@ -613,8 +614,6 @@ def fit_psf(
     R = K // 2
     prof = None
     if profile is not None:
-        from dpcal.profile import load_profile
-
         prof = load_profile(profile)
 
     # --- registration, photometry, sharp chart ------------------------------------------
@@ -1358,8 +1357,6 @@ def compare_fields(est: PSFField, truth: PSFField) -> np.ndarray:
     ``truth`` is evaluated where ``est`` has its nodes (:meth:`PSFField.kernel_at`: the bilinear
     blend the simulator applies there), so fields on different grids compare fairly.
     """
-    from dpcal.psf.estimate import relative_l2
-
     gy, gx = est.psf.shape[:2]
     out = np.zeros((gy, gx, len(est.planes)))
     for j in range(gy):

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from dpcal.io.atomic import atomic_path
 from dpcal.psf.estimate import mtf50
-from dpcal.psf.field import PSFField
+from dpcal.physics.optics import PSFField
 
 
 def plot_psf_mosaic(field: PSFField, plane: str, path: str | os.PathLike, gamma: float = 0.5) -> None:

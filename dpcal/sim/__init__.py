@@ -12,25 +12,17 @@ Names are imported lazily, so that ``import dpcal.sim`` (and settings errors) do
 importing torch.
 """
 
-import importlib
+import lazy_loader as _lazy
 
-_WHERE = {
-    "LINEARIZE": "config", "MODES": "config", "PSF_POSITIONS": "config", "SimConfig": "config", "parse_lux": "config",
-    "SimResult": "simulator", "Simulator": "simulator", "psf_for_image": "simulator",
-    "cfa_mask": "ops", "mosaic": "ops", "mosaic3": "ops", "poisson_gaussian": "ops", "quantize": "ops",
-    "linearize": "color", "srgb_to_linear": "color", "unprocess": "color",
-    "discover": "dataset", "imagenet_synsets": "dataset", "simulate_dataset": "dataset",
-    "load_image": "geometry",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"dpcal.sim.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'dpcal.sim' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["color", "config", "dataset", "geometry", "moments", "ops", "preview", "simulator", "worker"],
+    submod_attrs={
+        "config": ["LINEARIZE", "MODES", "PSF_POSITIONS", "SimConfig", "parse_lux"],
+        "simulator": ["SimResult", "Simulator", "psf_for_image"],
+        "ops": ["cfa_mask", "mosaic", "mosaic3", "poisson_gaussian", "quantize"],
+        "color": ["linearize", "srgb_to_linear", "unprocess"],
+        "dataset": ["discover", "imagenet_synsets", "simulate_dataset"],
+        "geometry": ["load_image"],
+    },
+)
