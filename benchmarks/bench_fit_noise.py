@@ -30,7 +30,7 @@ import numpy as np
 def make_raws(folder: Path, h: int, w: int) -> dict[str, Path]:
     from dpcal.io.dng import write_dng
     from dpcal.testing.scenes import natural_scene
-    from dpcal.synth import gray_chart, synthetic_capture
+    from dpcal.testing.captures import gray_chart, synthetic_capture
 
     alpha = {"R": 2.4e-3, "Gr": 1.5e-3, "Gb": 1.6e-3, "B": 3.0e-3}
     sigma = {"R": 6e-3, "Gr": 4e-3, "Gb": 4.2e-3, "B": 7e-3}

@@ -23,7 +23,7 @@ def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 
     from dpcal.io.dng import write_dng
     from dpcal.io.raw import read_raw
     from dpcal.profile import load_profile
-    from dpcal.synth import gray_chart, synthetic_capture
+    from dpcal.testing.captures import gray_chart, synthetic_capture
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -11,7 +11,7 @@ from dpcal.io.dng import write_dng
 from dpcal.noise.calibrate import InputFile, fit_pairs_iso
 from dpcal.noise.pairs import fit_emva, photon_transfer, read_emva_descriptor, temporal_stats
 from dpcal.testing.scenes import natural_scene
-from dpcal.synth import synthetic_capture
+from dpcal.testing.captures import synthetic_capture
 from tests._noise_data import truth
 
 

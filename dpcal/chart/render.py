@@ -21,12 +21,12 @@ from typing import Mapping
 
 import numpy as np
 
-from dpcal.cfa import PLANES, plane_map
+from dpcal.cfa import PLANES, per_plane, plane_map
 from dpcal.chart.geometry import LensMapping
 from dpcal.io.dng import write_dng
 from dpcal.physics.optics import apply_psf_field
+from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
 from dpcal.profile import load_profile
-from dpcal.synth import per_plane, poisson_gaussian, to_dn
 
 _GRID = 8  # exact mapping evaluations every _GRID sensor pixels, bilinear in between
 
@@ -275,7 +275,7 @@ def render_capture(
     clean = (mosaic * gains[pm] * vignetting_map((w, h), vignetting)).astype(np.float32)
     if noise:
         nz = prof.noise(iso=iso)
-        y = poisson_gaussian(clean, per_plane(nz.alpha, pat, clean.shape), per_plane(nz.sigma, pat, clean.shape), rng)
+        y = sample_poisson_gaussian(clean, per_plane(nz.alpha, pat, clean.shape), per_plane(nz.sigma, pat, clean.shape), rng)
         noise_info = nz.to_dict()
     else:
         y = np.clip(clean, 0, 1)

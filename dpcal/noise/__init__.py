@@ -4,7 +4,7 @@ Two routes, one model, per CFA plane in normalised [0, 1] units:
 
 * **single image** (Foi et al. 2008, clipping per Foi 2009): :func:`fit_noise_single` on one
   capture of a gray chart or any scene with flat areas (:mod:`dpcal.noise.single`,
-  :mod:`dpcal.noise.chart`, :mod:`dpcal.noise.fit`, :mod:`dpcal.noise.clipped`);
+  :mod:`dpcal.noise.chart`, :mod:`dpcal.noise.fit`, :mod:`dpcal.physics.clipped`);
 * **pairs / stacks** (photon transfer, EMVA 1288): :mod:`dpcal.noise.pairs`, including
   :func:`fit_emva` for ``EMVA1288_Data.txt`` data sets.
 
@@ -23,7 +23,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "levelsets": ["LevelSets"],
         "single": ["fit_noise_single"],
         "pairs": ["fit_emva", "photon_transfer", "temporal_stats"],
-        "clipped": ["clipped_moments", "clipped_std"],
         "calibrate": ["run_fit_noise"],
     },
 )

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dpcal.io.atomic import atomic_path
-from dpcal.noise.clipped import clipped_curve
+from dpcal.physics.clipped import clipped_curve
 from dpcal.profile.model import eval_iso_model
 
 

@@ -33,7 +33,6 @@ import numpy as np
 from dpcal.cfa import PLANES, split_planes
 from dpcal.errors import FitError
 from dpcal.noise import chart
-from dpcal.noise.clipped import clipped_curve
 from dpcal.noise.fit import NoiseFit, fit_levelsets
 from dpcal.noise.levelsets import (
     KAPPA_HAAR,
@@ -44,6 +43,7 @@ from dpcal.noise.levelsets import (
     n_blocks,
     unbiased_std,
 )
+from dpcal.physics.clipped import clipped_curve
 
 log = logging.getLogger("dpcal")
 
@@ -376,7 +376,7 @@ def fit_noise_single(
 
     Examples
     --------
-    >>> from dpcal.synth import gray_chart, synthetic_capture
+    >>> from dpcal.testing.captures import gray_chart, synthetic_capture
     >>> clean, _ = gray_chart(256, 384, np.linspace(0.05, 0.95, 12))
     >>> dn = synthetic_capture(clean, "RGGB", 2e-3, 5e-3, black_level=0, white_level=4095, rng=1)
     >>> fits = fit_noise_single(dn / 4095.0, "RGGB")
