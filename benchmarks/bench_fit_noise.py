@@ -65,7 +65,7 @@ def run_baseline(path: Path) -> dict:
     from dpcal.io.raw import read_raw
     from dpcal.noise.fit import fit_levelsets
     from dpcal.noise.levelsets import KAPPA_HAAR, LevelSets, unbiased_std
-    from dpcal.noise.single import ENERGY_DOF, ENERGY_DOF2, _chi2_ratio_ppf, _measure_norms, energy_limit
+    from dpcal.noise.single import ENERGY_DOF2, _chi2_ratio_ppf, _measure_norms, energy_limit
 
     r = read_raw(path)
     P = split_planes(r.normalized().astype(np.float64), r.pattern)

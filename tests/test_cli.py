@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_cli
@@ -88,7 +89,6 @@ def test_info_real_files(shared_data):
 
 
 def test_info_headerless(tmp_path):
-    import numpy as np
 
     np.arange(48, dtype="<u2").tofile(tmp_path / "a.raw")
     doc = json.loads(run_cli("info", str(tmp_path / "a.raw"), "--width", "8", "--height", "6", "--bits", "12",
@@ -112,3 +112,20 @@ def test_demo(tmp_path):
     assert doc["simulate"]["ok"] == doc["simulate"]["images"] == 6
     r = run_cli("demo", "--out", str(out), check=1)
     assert "--overwrite" in r.stderr
+
+
+def test_library_errors_speak_flags_on_the_cli(tmp_path):
+    """The library names parameters (`size`); the CLI shows its flags (--size), mapped in one place."""
+    from dpcal.cli.options import cli_message
+    from dpcal.errors import BadInputError
+    from dpcal.workflows.simulate import simulate_dataset
+
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    np.zeros((40, 40), np.uint8).tofile(src / "x.raw")  # content never read: the size check comes first
+    with pytest.raises(BadInputError, match="`size` must be an even number") as e:
+        simulate_dataset(tmp_path / "src", tmp_path / "dst", lux=5, size=33, workers=0, progress=False)
+    assert e.value.param == "size" and isinstance(e.value, ValueError)
+    r = run_cli("simulate", str(tmp_path / "src"), str(tmp_path / "dst"), "--lux", "5", "--size", "33", check=1)
+    assert "--size must be an even number" in r.stderr and "`" not in r.stderr
+    assert cli_message("pass `white_level` or `overwrite=True`; `fmt=dng`") == "pass --white or --overwrite; --format dng"

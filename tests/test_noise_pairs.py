@@ -8,7 +8,7 @@ import pytest
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError
 from dpcal.io.dng import write_dng
-from dpcal.noise.calibrate import InputFile, fit_pairs_iso
+from dpcal.workflows.fit_noise import InputFile, fit_pairs_iso
 from dpcal.noise.pairs import fit_emva, photon_transfer, read_emva_descriptor, temporal_stats
 from dpcal.testing.scenes import natural_scene
 from dpcal.testing.captures import synthetic_capture

@@ -6,7 +6,7 @@ import pytest
 from dpcal.cfa import PLANES, shift_pattern
 from dpcal.errors import FitError
 from dpcal.io.dng import write_dng
-from dpcal.noise.calibrate import InputFile, fit_single_iso
+from dpcal.workflows.fit_noise import InputFile, fit_single_iso
 from dpcal.noise.hygiene import prepare_capture
 from dpcal.testing.scenes import natural_scene
 from dpcal.noise.single import fit_noise_single

@@ -1,4 +1,4 @@
-"""dpcal.sim.dataset: the dataset writer (layout, manifest, card, bad input, determinism)."""
+"""dpcal.workflows.simulate: the dataset writer (layout, manifest, card, bad input, determinism)."""
 
 import csv
 import json
@@ -13,7 +13,7 @@ from PIL import Image
 from dpcal.errors import BadInputError
 from dpcal.profile import load_profile
 from dpcal.sim import Simulator
-from dpcal.sim.dataset import MANIFEST_COLUMNS, derive_seed, discover, imagenet_synsets, simulate_dataset
+from dpcal.workflows.simulate import MANIFEST_COLUMNS, derive_seed, discover, imagenet_synsets, simulate_dataset
 from dpcal.sim.geometry import load_image
 
 WNIDS = ["n01440764", "n02102040"]  # class indices 0 and 217 in the ILSVRC order
@@ -125,7 +125,7 @@ def test_bad_images_are_skipped_with_reasons(tmp_path):
     rows = {Path(r["source"]).name: r for r in read_manifest(tmp_path / "dst")}
     assert rows["corrupt.JPEG"]["status"] == "skipped" and "corrupt" in rows["corrupt.JPEG"]["detail"]
     assert rows["truncated.JPEG"]["status"] == "skipped" and "truncated" in rows["truncated.JPEG"]["detail"]
-    assert rows["tiny.png"]["status"] == "skipped" and "smaller than --min-size" in rows["tiny.png"]["detail"]
+    assert rows["tiny.png"]["status"] == "skipped" and "smaller than min_size 32" in rows["tiny.png"]["detail"]
     assert rows["tiny.png"]["path"] == "" and rows["tiny.png"]["lux"] == ""
     for name, note in [("cmyk.JPEG", "CMYK"), ("gray.JPEG", "grayscale"), ("alpha.png", "alpha"), ("deep.png", "16-bit")]:
         assert rows[name]["status"] == "ok" and note in rows[name]["detail"], rows[name]
@@ -217,7 +217,7 @@ def test_read_only_destination(tmp_path):
     ({"psf": True}, "has no PSF field"),
     ({"size": 33}, "even number"),
     ({"fmt": "tiff"}, "unknown format"),
-    ({"executor": "dask", "scheduler": None}, "needs --scheduler"),
+    ({"executor": "dask", "scheduler": None}, "needs `scheduler`"),
 ])
 def test_bad_settings_are_clear_errors(tmp_path, kw, msg):
     src = make_tree(tmp_path / "src", classes=["a"], n=1, ext="png")
@@ -281,7 +281,7 @@ def test_real_imagenet_folders(shared_data, tmp_path):
 
 
 def test_write_failure_leaves_an_incomplete_resumable_dataset(tmp_path, monkeypatch):
-    import dpcal.sim.worker as worker
+    import dpcal.workflows.simulate_worker as worker
     from dpcal.errors import DpcalError
 
     src = make_tree(tmp_path / "src", n=4)

@@ -74,7 +74,7 @@ def make_chart(
         files.append("chart.pdf")
     existing = [f for f in files if (out / f).exists()]
     if existing and not overwrite:
-        raise BadInputError(f"{out / existing[0]} already exists; pass --overwrite to replace the chart")
+        raise BadInputError(f"{out / existing[0]} already exists; pass `overwrite=True` to replace the chart")
     for i, f in enumerate(spec.frames):
         raster = chart_raster(spec, i)
         _write_png(out / f["file"], raster, spec.dpi)

@@ -299,7 +299,7 @@ def _layout(avail_x: int, avail_y: int, square: int, *, interior_multiple: bool 
         need_y = 2 * per_side + 2 * q
         raise BadInputError(
             f"chart of {avail_x}x{avail_y} cells is too small for checker squares of {q} cells "
-            f"(needs at least {need_x}x{need_y}); use a larger size, a higher DPI or a smaller --square"
+            f"(needs at least {need_x}x{need_y}); use a larger size, a higher DPI or a smaller `square`"
         )
     # Centre the layout: spare cells go to the margins.
     mx0 = margin + (avail_x - 2 * per_side - nx) // 2
@@ -465,7 +465,7 @@ def build_spec(
     if kind not in KINDS:
         raise BadInputError(f"chart kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if (screen is None) == (size_mm is None):
-        raise BadInputError("give either --size-mm W H (with --dpi) for a print chart or --screen W H for a display")
+        raise BadInputError("give either `size_mm` W H (with `dpi`) for a print chart or `screen` W H for a display")
     if screen is not None:
         medium = "display"
         w, h = int(screen[0]), int(screen[1])
@@ -479,9 +479,9 @@ def build_spec(
         h = int(round(size_mm[1] / 25.4 * dpi))
         cell = int(cell_px or 1)
     if cell < 1:
-        raise BadInputError(f"--cell-px must be at least 1, got {cell}")
+        raise BadInputError(f"`cell_px` must be at least 1, got {cell}", param="cell_px")
     if square < 4:
-        raise BadInputError(f"--square must be at least 4 cells, got {square}")
+        raise BadInputError(f"`square` must be at least 4 cells, got {square}", param="square")
     lay = _scale_layout(_layout(w // cell, h // cell, square), cell)
     geometry_grid = False
     corners, pol, squares = _ring_geometry(lay, full_grid=geometry_grid)

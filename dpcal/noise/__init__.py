@@ -8,8 +8,8 @@ Two routes, one model, per CFA plane in normalised [0, 1] units:
 * **pairs / stacks** (photon transfer, EMVA 1288): :mod:`dpcal.noise.pairs`, including
   :func:`fit_emva` for ``EMVA1288_Data.txt`` data sets.
 
-:func:`dpcal.noise.calibrate.run_fit_noise` runs the whole ``dpcal fit-noise`` command
-(grouping by ISO, ISO model, profile, CSV, plots). Imports of numpy-heavy submodules happen
+:func:`dpcal.workflows.fit_noise.run_fit_noise` is the ``dpcal fit-noise`` command's workflow
+(files, grouping by ISO, ISO model, profile, CSV, plots) on top of these. Imports of numpy-heavy submodules happen
 on first use (``lazy_loader``, SPEC 1).
 """
 
@@ -23,6 +23,5 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "levelsets": ["LevelSets"],
         "single": ["fit_noise_single"],
         "pairs": ["fit_emva", "photon_transfer", "temporal_stats"],
-        "calibrate": ["run_fit_noise"],
     },
 )

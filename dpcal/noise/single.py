@@ -416,7 +416,7 @@ class CaptureSets:
             use_chart = regions.is_chart if scene == "auto" else regions.n_regions > 0
             info["chart"] = regions.summary()
             if scene == "chart" and regions.n_regions == 0:
-                raise FitError("no flat regions found: this does not look like a chart capture; use --scene natural")
+                raise FitError("no flat regions found: this does not look like a chart capture; use `scene=natural`")
         if use_chart:
             info["scene"] = "chart"
             geo = chart.RegionSets(regions, P.shape[-2:])

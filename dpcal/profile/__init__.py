@@ -289,7 +289,7 @@ class Profile:
             the measured per-ISO table log-log and falls back to the model outside it.
         """
         if (iso is None) == (lux is None):
-            raise BadInputError("give exactly one of --iso and --lux")
+            raise BadInputError("give exactly one of `iso` and `lux`")
         if lux is not None:
             iso = self.iso_for_lux(lux)
         iso = float(iso)

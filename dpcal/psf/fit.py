@@ -40,9 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -598,10 +596,10 @@ def fit_psf(
                             "(`dpcal make-chart psf`)")
     K = int(kernel_size)
     if K < 3 or K % 2 == 0:
-        raise BadInputError(f"--kernel-size must be odd and at least 3, got {K}")
+        raise BadInputError(f"`kernel_size` must be odd and at least 3, got {K}", param="kernel_size")
     gx, gy = int(grid[0]), int(grid[1])
     if gx < 1 or gy < 1:
-        raise BadInputError(f"--grid must be at least 1 1, got {gx} {gy}")
+        raise BadInputError(f"`grid` must be at least 1 1, got {gx} {gy}", param="grid")
     raws = [c if isinstance(c, RawImage) else read_raw(c) for c in captures]
     if not raws:
         raise BadInputError("give at least one capture")
@@ -909,7 +907,7 @@ def _check_match(pilot: dict, chart: ChartSpec) -> None:
     r2 = [t.r2 for t in pilot.values() if t.r2 is not None]
     if not r2:
         raise FitError("the chart's noise field covers too little of any tile; fill more of the frame with the chart "
-                       "or use a coarser --grid")
+                       "or use a coarser `grid`")
     med = float(np.median(r2))
     if med < 0.2:
         raise BadInputError(
@@ -921,7 +919,7 @@ def _check_match(pilot: dict, chart: ChartSpec) -> None:
     if worst > 0.05:
         raise FitError(
             f"the PSF is wider than the kernel: {100 * worst:.0f} % of its mass lies beyond the kernel's radius in "
-            f"tile (row {key[0]}, column {key[1]}); refocus (strong defocus?), or use a larger --kernel-size"
+            f"tile (row {key[0]}, column {key[1]}); refocus (strong defocus?), or use a larger `kernel_size`"
         )
 
 
@@ -1309,46 +1307,6 @@ def _smooth_field(psf: np.ndarray, main: dict, gx: int, gy: int, *, pool_green: 
     # 3. Back onto the simplex.
     psf[...] = project_simplex(flat.reshape(gyx + (4, kk, kk)))
     return report
-
-
-def attach_to_profile(profile_path: str | os.PathLike, field_path: str | os.PathLike) -> dict:
-    """Point a profile file's ``psf.file`` at a PSF field (relative path when possible).
-
-    Parameters
-    ----------
-    profile_path : path to a profile ``.json`` (bundled profiles are read-only: copy one first)
-    field_path : path to the field ``.npz``
-
-    Returns
-    -------
-    dict
-        The profile's new ``psf`` block.
-
-    Raises
-    ------
-    BadProfileError
-        The profile file is missing or invalid.
-    """
-    from dpcal.profile import load_profile
-
-    pp = Path(profile_path)
-    if pp.suffix != ".json" or not pp.is_file():
-        from dpcal.errors import BadProfileError
-
-        raise BadProfileError(f"{pp}: --attach needs a profile .json file (copy a bundled one with "
-                              "`dpcal profile show ID --json > my.json` first)")
-    prof = load_profile(pp)
-    fp = Path(field_path).resolve()
-    try:
-        rel = os.path.relpath(fp, pp.resolve().parent)
-    except ValueError:  # another drive
-        rel = str(fp)
-    doc = dict(prof.doc)
-    doc["psf"] = {"file": rel}
-    from dpcal.profile import Profile
-
-    Profile(doc, pp).save(pp)
-    return doc["psf"]
 
 
 def compare_fields(est: PSFField, truth: PSFField) -> np.ndarray:

@@ -40,6 +40,12 @@ from dpcal._version import __version__
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError, DpcalError
 from dpcal.io.atomic import check_writable, write_bytes_atomic, write_json_atomic
+from dpcal.physics.optics import PSFField
+from dpcal.profile import load_profile
+from dpcal.sim.config import SimConfig
+from dpcal.sim.geometry import CROPS, IMAGE_SUFFIXES
+from dpcal.workflows.simulate_preview import preview_dataset
+from dpcal.workflows.simulate_worker import init_worker, process_chunk
 
 log = logging.getLogger("dpcal")
 
@@ -169,8 +175,6 @@ def discover(src: str | os.PathLike, *, seed: int = 0, fmt: str = "png") -> Sour
     BadInputError
         Missing source, no class folders, no images, a malformed CSV.
     """
-    from dpcal.sim.geometry import IMAGE_SUFFIXES
-
     p = Path(src)
     if not p.exists():
         raise BadInputError(f"{p}: no such folder or CSV file")
@@ -256,7 +260,7 @@ def read_card(dst: str | os.PathLike) -> dict | None:
     try:
         card = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{p}: unreadable dataset card ({e}); pass --overwrite to rebuild") from None
+        raise BadInputError(f"{p}: unreadable dataset card ({e}); pass `overwrite=True` to rebuild") from None
     if card.get("schema_version") != SCHEMA_VERSION:
         raise BadInputError(f"{p}: dataset card schema_version {card.get('schema_version')!r} is not supported "
                             f"(this dpcal reads {SCHEMA_VERSION})")
@@ -333,8 +337,6 @@ def _chunks(items: Sequence, size: int) -> list:
 
 
 def _run_local(cfg, chunks, workers, on_result):
-    from dpcal.sim.worker import init_worker, process_chunk
-
     if workers == 0:
         init_worker()
         for ch in chunks:
@@ -373,9 +375,9 @@ def _dask_client(scheduler):
     try:
         from distributed import Client
     except ImportError:
-        raise BadInputError("--executor dask needs dask.distributed: pip install 'dpcal[dask]'") from None
+        raise BadInputError("`executor=dask` needs dask.distributed: pip install 'dpcal[dask]'") from None
     if not scheduler:
-        raise BadInputError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+        raise BadInputError("`executor=dask` needs `scheduler` ADDRESS (e.g. tcp://host:8786)")
     try:
         return Client(scheduler, timeout="20s"), True
     except (OSError, TimeoutError) as e:
@@ -393,7 +395,7 @@ def _forkserver():
     from multiprocessing import forkserver
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["dpcal.sim.worker", "dpcal.sim.simulator", "dpcal.sim.geometry", "cv2", "PIL.Image"])
+    ctx.set_forkserver_preload(["dpcal.workflows.simulate_worker", "dpcal.sim.simulator", "dpcal.sim.geometry", "cv2", "PIL.Image"])
     forkserver.ensure_running()
     return ctx
 
@@ -401,7 +403,6 @@ def _forkserver():
 def _run_dask(cfg, chunks, client, on_result):
     from distributed import as_completed
 
-    from dpcal.sim.worker import process_chunk
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     cfg_f = client.scatter(cfg, broadcast=True)
@@ -473,7 +474,7 @@ def simulate_dataset(
     overwrite : bool
         Replace a finished dataset (or a different unfinished one) in ``dst``.
     preview : path, optional
-        Also write a preview grid PNG (:func:`dpcal.sim.preview.render_preview`).
+        Also write a preview grid PNG (:func:`dpcal.workflows.simulate_preview.render_preview`).
     progress : bool
         tqdm progress bar on stderr.
 
@@ -487,10 +488,6 @@ def simulate_dataset(
     BadInputError
         Bad settings, unreadable source, unwritable or conflicting destination.
     """
-    from dpcal.profile import load_profile
-    from dpcal.sim.config import SimConfig
-    from dpcal.sim.geometry import CROPS
-
     t0 = time.perf_counter()
     if fmt not in FORMATS:
         raise BadInputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -499,12 +496,12 @@ def simulate_dataset(
     if crop not in CROPS:
         raise BadInputError(f"unknown crop {crop!r}; use one of {', '.join(CROPS)}")
     if not (isinstance(size, int) and size >= 8 and size % 2 == 0):
-        raise BadInputError(f"--size must be an even number of pixels >= 8 (whole 2x2 CFA tiles), got {size}")
+        raise BadInputError(f"`size` must be an even number of pixels >= 8 (whole 2x2 CFA tiles), got {size}", param="size")
     if min_size < 1:
-        raise BadInputError(f"--min-size must be >= 1, got {min_size}")
+        raise BadInputError(f"`min_size` must be >= 1, got {min_size}", param="min_size")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 0:
-        raise BadInputError(f"--workers must be >= 0, got {workers}")
+        raise BadInputError(f"`workers` must be >= 0, got {workers}", param="workers")
     prof = load_profile(profile)
     sim_cfg = SimConfig(mode=mode, lux=lux, linearize=linearize, pattern=pattern, quantize=quantize, psf=psf,
                         psf_position=psf_position).resolve(prof)
@@ -515,7 +512,7 @@ def simulate_dataset(
     preview_path = Path(preview) if preview else None
     if preview_path is not None:
         if preview_path.suffix.lower() != ".png":
-            raise BadInputError(f"--preview must name a .png file, got {preview_path}")
+            raise BadInputError(f"`preview` must name a .png file, got {preview_path}", param="preview")
         check_writable(preview_path, overwrite=overwrite)
 
     profile_hash = hashlib.sha256(json.dumps(prof.doc, sort_keys=True).encode()).hexdigest()
@@ -596,7 +593,6 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
         "dng_levels": settings["dng_levels"],
     }
     if sim_cfg.psf:
-        from dpcal.psf import PSFField
 
         task_cfg["psf_field"] = PSFField.load(prof.psf_path())
     n_par = workers if executor == "local" else 4
@@ -606,7 +602,7 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
     from tqdm import tqdm
 
     bar = tqdm(total=len(source.items), initial=len(done), unit="img", file=sys.stderr, dynamic_ncols=True,
-               disable=not progress or bool(os.environ.get("DPCAL_QUIET")), desc="simulate")
+               disable=not progress, desc="simulate")
     t_work = time.perf_counter()
     journal = open(journal_path, "a", encoding="utf-8")
 
@@ -637,7 +633,7 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
 
         if isinstance(e, BrokenProcessPool):
             raise DpcalError("a worker process died (out of memory?); rerun the same command to resume, "
-                             "perhaps with fewer --workers") from None
+                             "perhaps with fewer `workers`") from None
         raise
     finally:
         journal.close()
@@ -668,7 +664,6 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
         "dst": str(dst),
     }
     if preview_path is not None:
-        from dpcal.sim.preview import preview_dataset
 
         preview_dataset(dst, preview_path, source=source, task_cfg=task_cfg)
         result["preview"] = str(preview_path)
@@ -689,14 +684,14 @@ def _prepare_dst(dst: Path, token: str, identity: dict, overwrite: bool) -> dict
         if card is None:
             others = [f for f in dst.iterdir() if f.name != STATE_DIR]
             if others and not overwrite:
-                raise BadInputError(f"{dst} is not empty and holds no dpcal dataset; choose a new folder or pass --overwrite")
+                raise BadInputError(f"{dst} is not empty and holds no dpcal dataset; choose a new folder or pass `overwrite=True`")
         elif card.get("complete") and not overwrite:
-            raise BadInputError(f"{dst} already holds a complete dataset; pass --overwrite to rebuild it")
+            raise BadInputError(f"{dst} already holds a complete dataset; pass `overwrite=True` to rebuild it")
         elif card.get("token") != token and not overwrite:
             diff = [k for k in identity if k not in card or _ident_part(card, k, identity[k]) != identity[k]]
             raise BadInputError(
                 f"{dst} holds an unfinished dataset made with different {' and '.join(diff) or 'settings'}; "
-                "rerun the original command to finish it, or pass --overwrite to start again"
+                "rerun the original command to finish it, or pass `overwrite=True` to start again"
             )
     try:
         dst.mkdir(parents=True, exist_ok=True)
