@@ -89,7 +89,6 @@ def test_info_real_files(shared_data):
 
 
 def test_info_headerless(tmp_path):
-
     np.arange(48, dtype="<u2").tofile(tmp_path / "a.raw")
     doc = json.loads(run_cli("info", str(tmp_path / "a.raw"), "--width", "8", "--height", "6", "--bits", "12",
                              "--pattern", "GRBG", "--json").stdout)
