@@ -36,7 +36,7 @@ W, H, GX, GY, K = 4000, 3000, 8, 6, 31
 
 def truth_field():
     from dpcal.physics.optics import PSFField, gaussian_kernel
-    from dpcal.psf.fit import node_grid
+    from dpcal.psf.tiles import node_grid
 
     xs, ys = node_grid(W, H, GX, GY)
     psf = np.zeros((GY, GX, 4, K, K), np.float32)
@@ -75,7 +75,8 @@ def make_capture(tmp: Path, iso: float):
 
 def run(spec, field, dng, **kw):
     from dpcal.io.raw import read_raw
-    from dpcal.psf.fit import compare_fields, fit_psf
+    from dpcal.psf.fit import fit_psf
+    from dpcal.psf.qa import compare_fields
 
     t = time.time()
     res = fit_psf([read_raw(dng)], spec, kernel_size=K, grid=(GX, GY), **kw)

@@ -19,7 +19,9 @@ from dpcal.psf.estimate import (
     solve_kernel,
 )
 from dpcal.physics.optics import PSFField, gaussian_kernel
-from dpcal.psf.fit import compare_fields, fit_psf, node_grid
+from dpcal.psf.fit import fit_psf
+from dpcal.psf.qa import compare_fields
+from dpcal.psf.tiles import node_grid
 
 W, H, K = 800, 600, 15
 

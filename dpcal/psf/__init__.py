@@ -1,6 +1,9 @@
 """Lens PSF calibration from photos of a random-noise chart (``docs/psf.md``).
 
-- :func:`fit_psf` (:mod:`dpcal.psf.fit`): captures of a chart -> a :class:`PSFField`.
+- :func:`fit_psf` (:mod:`dpcal.psf.fit`): captures of a chart -> a :class:`PSFField`, in stages:
+  :mod:`~dpcal.psf.prepare` (registration, :mod:`~dpcal.psf.photometry`, sharp chart),
+  :mod:`~dpcal.psf.tiles` (pilot and kernels per tile), :mod:`~dpcal.psf.fieldmodel` (node
+  kernels of a smooth field) and :mod:`~dpcal.psf.qa`.
 - :mod:`dpcal.psf.estimate`: the per-tile non-blind kernel solver and kernel measures.
 - :mod:`dpcal.psf.matlab`: import of MATLAB PSF files.
 - :mod:`dpcal.psf.plots`: figures of a field.
@@ -14,10 +17,11 @@ import lazy_loader as _lazy
 
 __getattr__, _lazy_dir, __all__ = _lazy.attach(
     __name__,
-    submodules=["estimate", "fit", "matlab", "plots"],
+    submodules=["estimate", "fieldmodel", "fit", "matlab", "photometry", "plots", "prepare", "qa", "tiles"],
     submod_attrs={
         "fit": ["FitPSFResult", "fit_psf"],
         "estimate": ["mtf50", "relative_l2"],
+        "qa": ["compare_fields"],
     },
 )
 
