@@ -17,6 +17,11 @@ the journal records finished images; an interrupted run, repeated with the same 
 redoes only what is not recorded and gives byte-identical files whatever the number of
 workers. ``dataset.json`` says ``"complete": true`` only after every image is recorded and the
 manifest is written.
+
+The module is about 700 lines because the resumable run is one unit: discovery, the card and
+its identity check, the journal and the two executors share the ``Item``/``Source`` records
+and must change together; the per-image work (:mod:`dpcal.workflows.simulate_worker`) and the
+preview (:mod:`dpcal.workflows.simulate_preview`) are apart.
 """
 
 from __future__ import annotations
