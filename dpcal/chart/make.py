@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dpcal.chart.spec import ChartSpec, build_spec, chart_raster, srgb_decode, srgb_encode
+from dpcal.chart.spec import ChartSpec, build_spec, chart_raster
 from dpcal.errors import BadInputError
 from dpcal.io.atomic import atomic_path
+from dpcal.physics.tone import linear_to_srgb, srgb_to_linear
 
 log = logging.getLogger("dpcal")
 
@@ -90,7 +91,8 @@ def make_chart(
 
 
 def _png_codes(raster: np.ndarray) -> np.ndarray:
-    return np.round(srgb_encode(raster) * 255).astype(np.uint8)
+    # sRGB-encoded PNG codes: what printers and displays expect
+    return np.round(linear_to_srgb(np.clip(np.asarray(raster, float), 0, 1)) * 255).astype(np.uint8)
 
 
 def _write_png(path: Path, raster: np.ndarray, dpi: float | None) -> None:
@@ -140,7 +142,7 @@ def load_chart_image(spec: ChartSpec, frame: int = 0) -> np.ndarray:
     if not p.is_file():
         raise BadInputError(f"{p}: chart image missing")
     codes = np.asarray(Image.open(p).convert("L"))
-    img = srgb_decode(codes / 255.0).astype(np.float32)
+    img = srgb_to_linear(codes / 255.0).astype(np.float32)
     ref = chart_raster(spec, frame)
     if img.shape != ref.shape or np.max(np.abs(img - ref)) > 1e-3:
         raise BadInputError(f"{p} does not match {spec.path.name}; regenerate the chart with `dpcal make-chart`")

@@ -37,6 +37,7 @@ import numpy as np
 from dpcal._version import __version__
 from dpcal.errors import BadInputError
 from dpcal.io.atomic import write_json_atomic
+from dpcal.physics.tone import linear_to_srgb, srgb_to_linear
 
 SCHEMA = "dpcal-chart"
 SCHEMA_VERSION = 1
@@ -72,18 +73,6 @@ def noise_bits(seed: int, frame: int, nx: int, ny: int) -> np.ndarray:
 
 def bits_sha256(bits: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(np.ascontiguousarray(bits, dtype=np.uint8)).tobytes()).hexdigest()
-
-
-def srgb_encode(v: np.ndarray | float) -> np.ndarray:
-    """Linear [0, 1] -> sRGB-encoded [0, 1] (what printers and displays expect in a PNG)."""
-    v = np.clip(np.asarray(v, float), 0, 1)
-    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
-
-
-def srgb_decode(e: np.ndarray | float) -> np.ndarray:
-    """sRGB-encoded [0, 1] -> linear [0, 1]."""
-    e = np.clip(np.asarray(e, float), 0, 1)
-    return np.where(e <= 0.04045, e / 12.92, ((e + 0.055) / 1.055) ** 2.4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,7 +522,7 @@ def _gray_patches(lay: dict, cell: int, n: int) -> tuple[list, float]:
     # when the exposure puts the brightest grey near 90 % of saturation.
     greys = np.linspace(0.02, 0.80, n - 2)
     values = np.concatenate([[0.0], greys, [1.0]])
-    codes = np.round(srgb_encode(values) * 255).astype(int)
+    codes = np.round(linear_to_srgb(np.clip(np.asarray(values, float), 0, 1)) * 255).astype(int)
     patches = []
     for i, code in enumerate(codes):
         r, c = divmod(i, cols)
@@ -545,7 +534,7 @@ def _gray_patches(lay: dict, cell: int, n: int) -> tuple[list, float]:
         x1, y1 = x1 // cell * cell, y1 // cell * cell
         name = "black" if i == 0 else "white" if i == len(codes) - 1 else f"grey{i:02d}"
         patches.append({"name": name, "rect": [int(x0), int(y0), int(x1), int(y1)],
-                        "value": float(srgb_decode(code / 255)), "png_value": int(code),
+                        "value": float(srgb_to_linear(code / 255)), "png_value": int(code),
                         "clipped_white": bool(i == len(codes) - 1)})
-    bg_code = int(round(float(srgb_encode(0.18)) * 255))
-    return patches, float(srgb_decode(bg_code / 255))
+    bg_code = int(round(float(linear_to_srgb(0.18)) * 255))
+    return patches, float(srgb_to_linear(bg_code / 255))
