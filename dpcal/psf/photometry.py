@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from dpcal._robust import clipped_lstsq, clipped_variance
 from dpcal.cfa import PLANES, plane_map, plane_offsets
 from dpcal.errors import BadInputError, FitError
 
@@ -43,14 +44,7 @@ def _fit_surface(y: np.ndarray, yy: np.ndarray, xx: np.ndarray, size, log_model:
     """Robust LS fit of the smooth model to samples; returns coefficients."""
     A = _design(xx.astype(float), yy.astype(float), size)
     t = np.log(np.maximum(y, 1e-6)) if log_model else y
-    keep = np.ones(len(t), bool)
-    coef = np.zeros(A.shape[1])
-    for _ in range(4):
-        coef, *_ = np.linalg.lstsq(A[keep], t[keep], rcond=None)
-        r = t - A @ coef
-        mad = np.median(np.abs(r[keep])) * 1.4826 + 1e-12
-        keep = np.abs(r) < 4 * mad
-    return coef
+    return clipped_lstsq(A, t, k=4.0, iterations=4)
 
 
 def photometry_print(y: np.ndarray, u: np.ndarray, pattern: str, radius: int):
@@ -83,11 +77,7 @@ def photometry_print(y: np.ndarray, u: np.ndarray, pattern: str, radius: int):
         stepb = max(1, nb // 20000)
         Yb, Xb = yy[sub_b_mask][::stepb], xx[sub_b_mask][::stepb]
         Ab = np.stack([np.ones(len(Yb)), wmod(Yb, Xb)], -1)
-        keep = np.ones(len(Yb), bool)
-        for _ in range(4):
-            cb, *_ = np.linalg.lstsq(Ab[keep], vb[::stepb][keep], rcond=None)
-            r = vb[::stepb] - Ab @ cb
-            keep = np.abs(r) < 4 * (np.median(np.abs(r[keep])) * 1.4826 + 1e-12)
+        cb = clipped_lstsq(Ab, vb[::stepb], k=4.0, iterations=4)
         # Evaluate on a coarse grid and interpolate (smooth fields).
         Wg = wmod(ys_full, xs_full)
         Bg = cb[0] + cb[1] * Wg
@@ -116,26 +106,13 @@ def _noise_from_flats(sub: np.ndarray, wmask: np.ndarray, bmask: np.ndarray) -> 
         m = 0.5 * (sub[:, 1:] + sub[:, :-1])[both]
         if len(d) < 50:
             return {"alpha": None, "sigma": None}
-        var = _clipped_var(d) / 2
+        var = clipped_variance(d, k=5.0, iterations=5) / 2
         pts.append((float(np.median(m)), float(var)))
     (lb, vb), (lw, vw) = pts
     alpha = max((vw - vb) / max(lw - lb, 1e-6), 1e-9)
     s2 = max(vb - alpha * lb, 1e-12)
     out.update(alpha=float(alpha), sigma=float(np.sqrt(s2)), levels=[lb, lw], variances=[vb, vw])
     return out
-
-
-def _clipped_var(d: np.ndarray) -> float:
-    """Variance after iterative 5-sigma clipping (robust to defects, exact on quantised data)."""
-    d = np.asarray(d, np.float64)
-    keep = np.ones(len(d), bool)
-    for _ in range(5):
-        m, sd = d[keep].mean(), d[keep].std()
-        new = np.abs(d - m) < 5 * sd + 1e-12
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return float(d[keep].var())
 
 
 def photometry_display(black_y: np.ndarray, white_y: np.ndarray, u: np.ndarray, pattern: str):
@@ -202,7 +179,7 @@ def _noise_from_pair(black: np.ndarray, white: np.ndarray, mask: np.ndarray) -> 
         d = (img[:, 1:] - img[:, :-1])[both]
         if len(d) < 50:
             return {"alpha": None, "sigma": None}
-        pts.append((float(np.median(img[m])), float(_clipped_var(d) / 2)))
+        pts.append((float(np.median(img[m])), float(clipped_variance(d, k=5.0, iterations=5) / 2)))
     (lb, vb), (lw, vw) = pts
     alpha = max((vw - vb) / max(lw - lb, 1e-6), 1e-9)
     s2 = max(vb - alpha * lb, 1e-12)
