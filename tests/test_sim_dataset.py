@@ -13,7 +13,8 @@ from PIL import Image
 from dpcal.errors import BadInputError
 from dpcal.profile import load_profile
 from dpcal.sim import Simulator
-from dpcal.workflows.simulate import MANIFEST_COLUMNS, derive_seed, discover, imagenet_synsets, simulate_dataset
+from dpcal.sim.layout import MANIFEST_COLUMNS, derive_seed, discover, imagenet_synsets
+from dpcal.workflows.simulate import simulate_dataset
 from dpcal.sim.geometry import load_image
 
 WNIDS = ["n01440764", "n02102040"]  # class indices 0 and 217 in the ILSVRC order

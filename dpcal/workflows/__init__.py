@@ -25,6 +25,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "demo": ["run_demo"],
         "fit_noise": ["run_fit_noise"],
         "fit_psf": ["run_fit_psf", "attach_to_profile"],
-        "simulate": ["discover", "simulate_dataset"],
+        "simulate": ["simulate_dataset"],
     },
 )

@@ -1,6 +1,6 @@
 """CFA helpers for RAW-consuming modules: tiles kept as buffers, expanded on the device.
 
-Every CFA fact comes from :mod:`dpcal.cfa` and :mod:`dpcal.sim.ops` at construction time, as a
+Every CFA fact comes from :mod:`dpcal.cfa` and :mod:`dpcal.physics.cfa` at construction time, as a
 2x2 tile; ``forward`` only repeats the tile on the tensor's device, so nothing is built on the
 host per call and the buffers follow ``module.to(device)``.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dpcal.cfa import PLANES, plane_offsets, validate_pattern
-from dpcal.sim.ops import cfa_mask, plane_index
+from dpcal.cfa import PLANES, plane_map, plane_offsets, validate_pattern
+from dpcal.physics.cfa import cfa_mask
 
-__all__ = ["CFATiles", "pack", "unpack", "channel_plane_tile"]
+__all__ = ["CFATiles", "channel_plane_tile"]
 
 
 def channel_plane_tile(pattern: str) -> torch.Tensor:
@@ -64,7 +64,7 @@ class CFATiles(nn.Module):
         super().__init__()
         self.pattern = validate_pattern(pattern)
         self.register_buffer("mask_tile", cfa_mask(self.pattern, 2, 2), persistent=False)
-        self.register_buffer("site_tile", plane_index(self.pattern, 2, 2).reshape(-1), persistent=False)
+        self.register_buffer("site_tile", torch.as_tensor(plane_map(self.pattern, 2, 2)).reshape(-1), persistent=False)
         self.register_buffer("channel_tile", channel_plane_tile(self.pattern).reshape(-1), persistent=False)
 
     def mask(self, height: int, width: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -84,41 +84,3 @@ class CFATiles(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pattern={self.pattern!r}"
-
-
-def _check_even(mosaic: torch.Tensor) -> None:
-    if mosaic.ndim != 4 or mosaic.shape[1] != 1:
-        raise ValueError(f"mosaic must be a (B, 1, H, W) tensor, got {tuple(mosaic.shape)}")
-    if mosaic.shape[-2] % 2 or mosaic.shape[-1] % 2:
-        raise ValueError(f"mosaic height and width must be even to pack CFA planes, got {tuple(mosaic.shape[-2:])}")
-
-
-def pack(mosaic: torch.Tensor, pattern: str) -> torch.Tensor:
-    """Pack a mosaic ``(B, 1, H, W)`` into its planes ``(B, 4, H/2, W/2)`` in ``R, Gr, Gb, B`` order.
-
-    Examples
-    --------
-    >>> m = torch.arange(16.0).view(1, 1, 4, 4)
-    >>> pack(m, "RGGB")[0, 0].tolist()
-    [[0.0, 2.0], [8.0, 10.0]]
-    """
-    _check_even(mosaic)
-    offs = plane_offsets(pattern)
-    return torch.cat([mosaic[..., offs[n][0] :: 2, offs[n][1] :: 2] for n in PLANES], dim=1)
-
-
-def unpack(planes: torch.Tensor, pattern: str) -> torch.Tensor:
-    """Inverse of :func:`pack`: ``(B, 4, h, w)`` -> ``(B, 1, 2h, 2w)``.
-
-    Examples
-    --------
-    >>> m = torch.rand(2, 1, 4, 6)
-    >>> bool(torch.equal(unpack(pack(m, "GBRG"), "GBRG"), m))
-    True
-    """
-    if planes.ndim != 4 or planes.shape[1] != 4:
-        raise ValueError(f"planes must be a (B, 4, h, w) tensor, got {tuple(planes.shape)}")
-    offs = plane_offsets(pattern)
-    # pixel_shuffle puts input channel 2*dy + dx at offset (dy, dx) of each 2x2 block.
-    order = sorted(range(4), key=lambda i: offs[PLANES[i]][0] * 2 + offs[PLANES[i]][1])
-    return torch.nn.functional.pixel_shuffle(planes[:, order], 2)
