@@ -55,7 +55,6 @@ from dpcal.sim.layout import (
     SCHEMA_VERSION,
     STATE_DIR,
     Item,
-    Source,
     discover,
     read_card,
 )
