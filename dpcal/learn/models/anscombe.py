@@ -90,8 +90,9 @@ def inverse_anscombe_asymptotic(d: torch.Tensor, alpha, sigma) -> torch.Tensor:
 
     The reference code's default. For large counts ``E[f(z)] ~ 2 sqrt(x/alpha + 1/8 +
     (sigma/alpha)^2)``, so this maps ``E[f(z)]`` back to ``x``; at low counts (a few photons)
-    it is biased. It is not the algebraic inverse of :func:`generalized_anscombe`: on a single
-    transformed value it returns ``z + alpha/4``.
+    it is biased: upwards when read noise is small (towards ``+alpha/4`` as ``x -> 0``), downwards
+    when ``sigma/alpha`` is a few counts. It is not the algebraic inverse of
+    :func:`generalized_anscombe`: on a single transformed value it returns ``z + alpha/4``.
 
     Examples
     --------
@@ -115,7 +116,8 @@ def inverse_anscombe_closed_form(d: torch.Tensor, alpha, sigma) -> torch.Tensor:
     ``alpha * max(0, D^2/4 + (1/4) sqrt(3/2) / D - (11/8) / D^2 + (5/8) sqrt(3/2) / D^3 - 1/8
     - (sigma/alpha)^2)``, with ``D`` clamped to at least 1 (where the expression is already
     <= 0). Use it on *denoised* values, i.e. estimates of ``E[f(z)]``: it then returns ``x``
-    with little bias even at a few photons.
+    with little bias even at a few photons (within 0.04 counts of ``x / alpha`` from 0.5 to 100
+    counts and ``sigma/alpha`` up to 2, checked against the exact expectation in the tests).
 
     Examples
     --------
