@@ -246,17 +246,23 @@ def _check_raw(mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -
             )
 
 
-class _CenteredBN(nn.Module):
-    """Batch norm without scale: normalise, then add a learned bias (TF ``center=True, scale=False``)."""
+class _CenteredBN(nn.BatchNorm2d):
+    """Batch norm without scale: normalise, then add a learned bias (TF ``center=True, scale=False``).
+
+    The only parameter is ``bias``; ``F.batch_norm`` accepts a bias without a weight, so this
+    is still one fused operation.
+    """
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
         # eps and momentum as the reference (TF decay 0.95 = torch momentum 0.05).
-        self.bn = nn.BatchNorm2d(channels, eps=1e-4, momentum=0.05, affine=False)
+        super().__init__(channels, eps=1e-4, momentum=0.05, affine=False)
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) + self.bias.view(1, -1, 1, 1)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, None, self.bias, use_batch, self.momentum, self.eps)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
