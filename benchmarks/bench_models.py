@@ -4,11 +4,15 @@ For MobileNet-v1 alone, the joint Anscombe network + MobileNet-v1 and the Chen U
 MobileNet-v1: forward + cross-entropy + backward images/s at ``--size`` px and batch
 ``--batch``, in the default (NCHW) memory format and channels-last, with each model's ratio to
 MobileNet-v1 alone. Then the fixed conventional ISP's forward time per image for each denoiser,
-beside MobileNet-v1's forward time per image (the ISP should cost well under the classifier).
+beside MobileNet-v1's forward time per image (the ISP should cost well under the classifier),
+and, when ``--images`` holds class folders of images (e.g. Imagenette), the ISP's PSNR against
+the clean images at 3, 6 and 60 lux (reference-mode simulation, Nexus 6P rear noise) with and
+without its denoiser.
 
 Usage::
 
     python benchmarks/bench_models.py [--size 128] [--batch 32] [--iters 5] [--device cpu]
+                                      [--images ../shared/data/imagenette160/val] [--n-images 16]
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _time(fn, iters: int, warmup: int = 2) -> float:
@@ -66,12 +73,41 @@ def forward_ms(module, inputs, iters: int, device: str) -> float:
     return 1000 * _time(run, iters) / inputs[0].shape[0]
 
 
+def isp_psnr(folder: Path, n: int, size: int) -> None:
+    """PSNR (dB, mean over images) of the conventional ISP's output against the clean images."""
+    import numpy as np
+    from PIL import Image
+
+    from dpcal.learn.models import ConventionalISP
+    from dpcal.sim import Simulator
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = files[:: max(1, len(files) // n)][:n]
+    images = torch.stack([
+        torch.from_numpy(np.array(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC))).permute(2, 0, 1)
+        for f in files
+    ]).float() / 255
+    print(f"\nconventional ISP PSNR (dB) on {len(files)} images of {folder} at {size} px, reference-mode simulation")
+    print(f"{'lux':>5} " + " ".join(f"{d:>10}" for d in ("none", "nlm", "bilateral")))
+    for lux in (3.0, 6.0, 60.0):
+        sim = Simulator("nexus6p-rear", mode="reference", lux=(lux, lux))
+        out = sim(images, generator=torch.Generator().manual_seed(0))
+        row = []
+        for denoise in ("none", "nlm", "bilateral"):
+            isp = ConventionalISP(sim.config.pattern, denoise=denoise, tone="none", white_balance="none")
+            mse = (isp(out.mosaic, out.alpha, out.sigma) - images).square().mean(dim=(1, 2, 3))
+            row.append((10 * torch.log10(1 / mse)).mean().item())
+        print(f"{lux:>5g} " + " ".join(f"{v:>10.2f}" for v in row))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette160" / "val")
+    ap.add_argument("--n-images", type=int, default=16)
     args = ap.parse_args()
     from dpcal.learn.models import ConventionalISP, MobileNetV1, example_inputs
 
@@ -93,6 +129,10 @@ def main() -> None:
         isp = ConventionalISP("BGGR", denoise=denoise).to(args.device)
         ms = forward_ms(isp, example_inputs(isp, args.size, batch=args.batch, device=args.device), args.iters, args.device)
         print(f"{'conventional ISP, denoise=' + denoise:<34} {ms:>9.2f} {ms / clf_ms:>31.2f}")
+    if args.images.is_dir():
+        isp_psnr(args.images, args.n_images, args.size)
+    else:
+        print(f"\n(no images at {args.images}: PSNR section skipped)")
 
 
 if __name__ == "__main__":

@@ -323,6 +323,19 @@ def test_chen_unet_clip_flag_and_odd_sizes():
         net(torch.rand(1, 1, 21, 36))
 
 
+@pytest.mark.parametrize("name", ["joint", "isp-mobilenet_v1", "chen_unet-mobilenet_v1", "raw-mobilenet_v1"])
+def test_presets_take_the_simulators_output(name):
+    """The simulator reports alpha/sigma in float64; float32 models take them as they are."""
+    from dpcal.sim import Simulator
+
+    sim = Simulator("nexus6p-rear", mode="reference", lux=(2.0, 20.0))
+    out = sim(_smooth_image(32, 32).expand(2, -1, -1, -1).contiguous(), generator=torch.Generator().manual_seed(0))
+    assert out.alpha.dtype == torch.float64
+    net = build_model(preset(name, 5, pattern=sim.config.pattern, sim_mode="reference")).eval()
+    logits = net(out.mosaic, out.alpha, out.sigma)
+    assert logits.shape == (2, 5) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
 def test_raw_input_errors_name_the_parameter():
     with pytest.raises(ValueError, match="alpha must be a \\(B, 4\\)"):
         AnscombeNet()(torch.rand(2, 1, 8, 8), torch.zeros(2), torch.zeros(2, 4))

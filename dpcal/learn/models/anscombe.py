@@ -214,7 +214,7 @@ class AnscombeTransform(nn.Module):
             ``s = 1 / (hi - lo)``, the std of the (unit-variance) transformed noise after scaling.
         lo : Tensor (B, 1, 1, 1)
         """
-        _check_raw(mosaic, alpha, sigma)
+        alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         h, w = mosaic.shape[-2:]
         f = generalized_anscombe(mosaic, self.cfa.site_values(alpha, h, w), self.cfa.site_values(sigma, h, w))
         f0 = generalized_anscombe(torch.zeros_like(alpha), alpha, sigma)
@@ -235,15 +235,22 @@ class AnscombeTransform(nn.Module):
         return inverse_anscombe_asymptotic(d, a, s)
 
 
-def _check_raw(mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> None:
+def _raw_inputs(mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
+    """Validate a RAW input; return ``alpha, sigma`` in the mosaic's dtype and device.
+
+    (The simulator reports noise parameters in float64; the network may run in float32.)
+    """
     if not isinstance(mosaic, torch.Tensor) or mosaic.ndim != 4 or mosaic.shape[1] != 1:
         raise ValueError(f"mosaic must be a (B, 1, H, W) tensor, got {tuple(getattr(mosaic, 'shape', ()))}")
+    out = []
     for name, v in (("alpha", alpha), ("sigma", sigma)):
         if not isinstance(v, torch.Tensor) or v.shape != (mosaic.shape[0], 4):
             raise ValueError(
                 f"{name} must be a (B, 4) tensor of per-plane values (R, Gr, Gb, B) with B = {mosaic.shape[0]}, "
                 f"got {tuple(getattr(v, 'shape', ()))}"
             )
+        out.append(v.to(mosaic))
+    return out
 
 
 class _CenteredBN(nn.BatchNorm2d):
@@ -385,6 +392,7 @@ class AnscombeNet(nn.Module):
 
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, clip: bool = True) -> torch.Tensor:
         """Reconstruct RGB; ``clip=False`` returns the inverse transform before clipping (for an L1 loss)."""
+        alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         alpha = alpha.clamp(min=ALPHA_FLOOR)
         y, scale, lo = self.transform(mosaic, alpha, sigma)
         mask = self.transform.cfa.mask(y.shape[-2], y.shape[-1], y.dtype)

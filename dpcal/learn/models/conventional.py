@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpcal.cfa import validate_pattern
-from dpcal.learn.models.anscombe import ALPHA_FLOOR, _check_raw, generalized_anscombe, inverse_anscombe_closed_form
+from dpcal.learn.models.anscombe import ALPHA_FLOOR, _raw_inputs, generalized_anscombe, inverse_anscombe_closed_form
 from dpcal.learn.models.raw import pack, unpack
 
 __all__ = ["ConventionalISP", "demosaic_mhc", "nonlocal_means", "bilateral", "gray_world", "DENOISERS"]
@@ -217,7 +217,7 @@ class ConventionalISP(nn.Module):
 
     @torch.no_grad()
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, clip: bool = True) -> torch.Tensor:
-        _check_raw(mosaic, alpha, sigma)
+        alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         m = mosaic
         if self.denoise != "none":
             planes = pack(mosaic, self.pattern)
