@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpcal.learn.models.raw import CFATiles
+from dpcal.cfa import PLANES, plane_offsets, validate_pattern
+from dpcal.physics.cfa import cfa_mask, plane_values
 
 __all__ = [
     "ALPHA_FLOOR",
@@ -40,6 +41,7 @@ __all__ = [
     "soft_projection",
     "SoftProjection",
     "AnscombeTransform",
+    "channel_plane_values",
     "PriorUNet",
     "AnscombeNet",
 ]
@@ -172,6 +174,28 @@ class SoftProjection(nn.Module):
         return soft_projection(z, y, mask, lam, self.beta)
 
 
+def channel_plane_values(values: torch.Tensor, pattern: str, height: int, width: int) -> torch.Tensor:
+    """Per-plane values ``(B, 4)`` as a map ``(B, 3, H, W)`` for an RGB estimate at every pixel.
+
+    Red reads the R plane and blue the B plane everywhere; green reads ``Gr`` on the rows that
+    hold the red sites and ``Gb`` on the others. At each measured site this is the site's own
+    plane. Used to invert the Anscombe transform of a demosaicked estimate.
+
+    Examples
+    --------
+    >>> v = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    >>> channel_plane_values(v, "GBRG", 2, 2)[0, 1].tolist()   # Gb row on top in GBRG
+    [[3.0, 3.0], [2.0, 2.0]]
+    """
+    offs = plane_offsets(validate_pattern(pattern))
+    out = values.new_empty((values.shape[0], 3, height, width))
+    out[:, 0] = values[:, PLANES.index("R"), None, None]
+    out[:, 2] = values[:, PLANES.index("B"), None, None]
+    for green in ("Gr", "Gb"):
+        out[:, 1, offs[green][0] :: 2] = values[:, PLANES.index(green), None, None]
+    return out
+
+
 class AnscombeTransform(nn.Module):
     """Forward Anscombe layer with min-max normalisation, and its inverse.
 
@@ -194,7 +218,7 @@ class AnscombeTransform(nn.Module):
         super().__init__()
         if inverse not in ("asymptotic", "closed_form"):
             raise ValueError(f"inverse must be 'asymptotic' or 'closed_form', got {inverse!r}")
-        self.cfa = CFATiles(pattern)
+        self.pattern = validate_pattern(pattern)
         self.inverse_kind = inverse
 
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
@@ -216,20 +240,20 @@ class AnscombeTransform(nn.Module):
         """
         alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         h, w = mosaic.shape[-2:]
-        f = generalized_anscombe(mosaic, self.cfa.site_values(alpha, h, w), self.cfa.site_values(sigma, h, w))
+        f = generalized_anscombe(mosaic, plane_values(alpha, self.pattern, h, w), plane_values(sigma, self.pattern, h, w))
         f0 = generalized_anscombe(torch.zeros_like(alpha), alpha, sigma)
         lo = torch.minimum(f.amin(dim=(1, 2, 3)), f0.amin(dim=1)).view(-1, 1, 1, 1)
         hi = torch.maximum(f.amax(dim=(1, 2, 3)), f0.amax(dim=1)).view(-1, 1, 1, 1)
         scale = (hi - lo).clamp(min=torch.finfo(f.dtype).eps).reciprocal()
-        t = (f - lo) * scale * self.cfa.mask(h, w, f.dtype)
+        t = (f - lo) * scale * cfa_mask(self.pattern, h, w, dtype=f.dtype, device=f.device)
         return t, scale, lo
 
     def inverse(self, x: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
         """De-normalise an RGB estimate ``(B, 3, H, W)`` and invert the transform (not clipped)."""
         h, w = x.shape[-2:]
         d = x / scale + lo
-        a = self.cfa.channel_values(alpha, h, w)
-        s = self.cfa.channel_values(sigma, h, w)
+        a = channel_plane_values(alpha, self.pattern, h, w)
+        s = channel_plane_values(sigma, self.pattern, h, w)
         if self.inverse_kind == "closed_form":
             return inverse_anscombe_closed_form(d, a, s)
         return inverse_anscombe_asymptotic(d, a, s)
@@ -385,7 +409,7 @@ class AnscombeNet(nn.Module):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.transform = AnscombeTransform(pattern, inverse)
-        self.pattern = self.transform.cfa.pattern
+        self.pattern = self.transform.pattern
         self.priors = nn.ModuleList(PriorUNet(4, 3, width, levels) for _ in range(iterations))
         self.lam = nn.Parameter(torch.tensor(1.0))
         self.projections = nn.ModuleList(SoftProjection(2.0 ** (k + 1)) for k in range(iterations))
@@ -395,7 +419,7 @@ class AnscombeNet(nn.Module):
         alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         alpha = alpha.clamp(min=ALPHA_FLOOR)
         y, scale, lo = self.transform(mosaic, alpha, sigma)
-        mask = self.transform.cfa.mask(y.shape[-2], y.shape[-1], y.dtype)
+        mask = cfa_mask(self.pattern, y.shape[-2], y.shape[-1], dtype=y.dtype, device=y.device)
         noise = scale.expand(-1, 1, y.shape[-2], y.shape[-1])
         x = y
         for prior, proj in zip(self.priors, self.projections):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpcal.cfa import validate_pattern
-from dpcal.learn.models.raw import pack
+from dpcal.physics.cfa import pack
 
 __all__ = ["ChenUNet"]
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from dpcal.cfa import validate_pattern
 from dpcal.learn.models.anscombe import ALPHA_FLOOR, _raw_inputs, generalized_anscombe, inverse_anscombe_closed_form
-from dpcal.learn.models.raw import pack, unpack
+from dpcal.physics.cfa import pack, unpack
 
 __all__ = ["ConventionalISP", "demosaic_mhc", "nonlocal_means", "bilateral", "gray_world", "DENOISERS"]
 
@@ -80,7 +80,7 @@ def demosaic_mhc(mosaic: torch.Tensor, pattern: str) -> torch.Tensor:
     --------
     >>> yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     >>> rgb = torch.stack([0.1 + 0.01 * xx, 0.2 + 0.02 * yy, 0.5 - 0.01 * (xx + yy)])[None]
-    >>> from dpcal.sim.ops import mosaic
+    >>> from dpcal.physics.cfa import mosaic
     >>> out = demosaic_mhc(mosaic(rgb, "GRBG"), "GRBG")
     >>> bool((out - rgb)[..., 2:-2, 2:-2].abs().max() < 1e-6)
     True
@@ -230,7 +230,7 @@ class ConventionalISP(nn.Module):
         if self.white_balance == "gray_world":
             rgb = gray_world(rgb)
         if self.tone == "srgb":
-            from dpcal.sim.color import linear_to_srgb
+            from dpcal.physics.tone import linear_to_srgb
 
             rgb = linear_to_srgb(rgb.clamp(0.0, 1.0))
         return rgb.clamp(0.0, 1.0) if clip else rgb
