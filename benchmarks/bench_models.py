@@ -11,7 +11,7 @@ without its denoiser.
 
 Usage::
 
-    python benchmarks/bench_models.py [--size 128] [--batch 32] [--iters 5] [--device cpu]
+    python benchmarks/bench_models.py [--size 128] [--batch 32] [--iters 5] [--device cpu] [--threads N]
                                       [--images ../shared/data/imagenette160/val] [--n-images 16]
 """
 
@@ -106,9 +106,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette160" / "val")
     ap.add_argument("--n-images", type=int, default=16)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from dpcal.learn.models import ConventionalISP, MobileNetV1, example_inputs
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "

@@ -277,23 +277,24 @@ def _raw_inputs(mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
     return out
 
 
-class _CenteredBN(nn.BatchNorm2d):
+class _CenteredBN(nn.Module):
     """Batch norm without scale: normalise, then add a learned bias (TF ``center=True, scale=False``).
 
-    The only parameter is ``bias``; ``F.batch_norm`` accepts a bias without a weight, so this
-    is still one fused operation.
+    The only parameter is ``bias``; ``F.batch_norm`` takes a bias without a weight, so this is
+    one fused operation. (Not an ``nn.BatchNorm2d`` subclass: ``convert_sync_batchnorm`` would
+    drop the bias of a non-affine batch norm.)
     """
 
     def __init__(self, channels: int) -> None:
+        super().__init__()
         # eps and momentum as the reference (TF decay 0.95 = torch momentum 0.05).
-        super().__init__(channels, eps=1e-4, momentum=0.05, affine=False)
+        self.eps, self.momentum = 1e-4, 0.05
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            self.num_batches_tracked.add_(1)
-        use_batch = self.training or self.running_mean is None
-        return F.batch_norm(x, self.running_mean, self.running_var, None, self.bias, use_batch, self.momentum, self.eps)
+        return F.batch_norm(x, self.running_mean, self.running_var, None, self.bias, self.training, self.momentum, self.eps)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
