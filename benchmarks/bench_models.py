@@ -27,20 +27,31 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _time(fn, iters: int, warmup: int = 2) -> float:
-    """Fastest of ``iters`` timed calls: on a shared machine the minimum is the least disturbed."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
+def _interleaved_best(fns: dict, iters: int, warmup: int = 2) -> dict:
+    """Fastest call of each function, timed round-robin.
+
+    Interleaving gives every candidate the same share of a shared machine's quiet moments, and
+    the minimum over rounds is the least disturbed time.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t0)
     return best
 
 
-def train_step_rate(name: str, size: int, batch: int, iters: int, channels_last: bool, device: str) -> float:
-    """Images per second of forward + cross-entropy + backward for a preset."""
+def _sync(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def train_step(name: str, size: int, batch: int, channels_last: bool, device: str):
+    """A closure running forward + cross-entropy + backward of a preset on a fixed batch."""
     from dpcal.learn.models import build_model, example_inputs, preset
 
     torch.manual_seed(0)
@@ -54,23 +65,21 @@ def train_step_rate(name: str, size: int, batch: int, iters: int, channels_last:
     def step():
         model.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(*inputs), labels).backward()
-        if device != "cpu":
-            torch.cuda.synchronize()
+        _sync(device)
 
-    return batch / _time(step, iters)
+    return step
 
 
-def forward_ms(module, inputs, iters: int, device: str) -> float:
-    """Milliseconds per image of a no-grad forward pass."""
+def forward_only(module, inputs, device: str):
+    """A closure running a no-grad forward pass."""
     module.eval()
 
     def run():
         with torch.no_grad():
             module(*inputs)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        _sync(device)
 
-    return 1000 * _time(run, iters) / inputs[0].shape[0]
+    return run
 
 
 def isp_psnr(folder: Path, n: int, size: int) -> None:
@@ -115,23 +124,26 @@ def main() -> None:
     from dpcal.learn.models import ConventionalISP, MobileNetV1, example_inputs
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"{args.size} px, batch {args.batch}, fastest of {args.iters} timed steps after 2 warm-up steps, "
+          f"{args.size} px, batch {args.batch}, fastest of {args.iters} round-robin timed steps after 2 warm-up steps, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"\n{'model':<24} {'NCHW img/s':>11} {'ch-last img/s':>14} {'ratio to mobilenet_v1 (best of both)':>38}")
-    base = None
-    for name in ("mobilenet_v1", "joint", "chen_unet-mobilenet_v1"):
-        rates = [train_step_rate(name, args.size, args.batch, args.iters, cl, args.device) for cl in (False, True)]
-        base = base or max(rates)
-        print(f"{name:<24} {rates[0]:>11.1f} {rates[1]:>14.1f} {max(rates) / base:>38.2f}")
+    names = ("mobilenet_v1", "joint", "chen_unet-mobilenet_v1")
+    steps = {(n, cl): train_step(n, args.size, args.batch, cl, args.device) for n in names for cl in (False, True)}
+    rate = {k: args.batch / t for k, t in _interleaved_best(steps, args.iters).items()}
+    print(f"\n{'forward + backward':<24} {'NCHW img/s':>11} {'ch-last img/s':>14} {'ratio to mobilenet_v1 (same format)':>37}")
+    for n in names:
+        ratios = "  ".join(f"{rate[n, cl] / rate['mobilenet_v1', cl]:.2f}" for cl in (False, True))
+        print(f"{n:<24} {rate[n, False]:>11.1f} {rate[n, True]:>14.1f} {ratios:>37}")
 
     clf = MobileNetV1(1000).to(args.device)
-    clf_ms = forward_ms(clf, example_inputs(clf, args.size, batch=args.batch, device=args.device), args.iters, args.device)
-    print(f"\n{'forward, no grad':<34} {'ms/image':>9} {'ratio to MobileNet-v1 forward':>31}")
-    print(f"{'MobileNet-v1':<34} {clf_ms:>9.2f} {1.0:>31.2f}")
+    runs = {"MobileNet-v1": forward_only(clf, example_inputs(clf, args.size, batch=args.batch, device=args.device), args.device)}
     for denoise in ("nlm", "bilateral", "none"):
         isp = ConventionalISP("BGGR", denoise=denoise).to(args.device)
-        ms = forward_ms(isp, example_inputs(isp, args.size, batch=args.batch, device=args.device), args.iters, args.device)
-        print(f"{'conventional ISP, denoise=' + denoise:<34} {ms:>9.2f} {ms / clf_ms:>31.2f}")
+        runs[f"conventional ISP, denoise={denoise}"] = forward_only(
+            isp, example_inputs(isp, args.size, batch=args.batch, device=args.device), args.device)
+    ms = {k: 1000 * t / args.batch for k, t in _interleaved_best(runs, args.iters).items()}
+    print(f"\n{'forward, no grad':<34} {'ms/image':>9} {'ratio to MobileNet-v1 forward':>31}")
+    for k, v in ms.items():
+        print(f"{k:<34} {v:>9.2f} {v / ms['MobileNet-v1']:>31.2f}")
     if args.images.is_dir():
         isp_psnr(args.images, args.n_images, args.size)
     else:
