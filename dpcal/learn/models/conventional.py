@@ -110,13 +110,13 @@ def _offset_filter(f: torch.Tensor, radius: int, patch: int, h2: float, spatial_
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             g = fp[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
-            d = (f - g).square().mean(dim=1, keepdim=True)
+            d = (f - g).square_().mean(dim=1, keepdim=True)
             if patch > 1:
                 d = F.avg_pool2d(d, patch, 1, patch // 2, count_include_pad=False)
-            wt = torch.exp(-(d - 2.0).clamp(min=0.0) / h2)
+            wt = d.sub_(2.0).clamp_(min=0.0).mul_(-1.0 / h2).exp_()
             if spatial_sigma is not None:
-                wt = wt * math.exp(-(dy * dy + dx * dx) / (2.0 * spatial_sigma**2))
-            acc += wt * g
+                wt.mul_(math.exp(-(dy * dy + dx * dx) / (2.0 * spatial_sigma**2)))
+            acc.addcmul_(wt, g)
             wsum += wt
     return acc / wsum
 
