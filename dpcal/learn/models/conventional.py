@@ -113,7 +113,9 @@ def _offset_filter(f: torch.Tensor, radius: int, patch: int, h2: float, spatial_
             d = (f - g).square_().mean(dim=1, keepdim=True)
             if patch > 1:
                 d = F.avg_pool2d(d, patch, 1, patch // 2, count_include_pad=False)
-            wt = d.sub_(2.0).clamp_(min=0.0).mul_(-1.0 / h2).exp_()
+            # exp(-80) is still a normal float32: far smaller weights would be denormals, which
+            # are many times slower to multiply and add on CPUs.
+            wt = d.sub_(2.0).clamp_(min=0.0).mul_(-1.0 / h2).clamp_(min=-80.0).exp_()
             if spatial_sigma is not None:
                 wt.mul_(math.exp(-(dy * dy + dx * dx) / (2.0 * spatial_sigma**2)))
             acc.addcmul_(wt, g)
