@@ -36,7 +36,7 @@ def test_headerless_raw(tmp_path, rng):
     np.testing.assert_array_equal(r.dn, dn)
     with pytest.raises(BadRawError, match="192 bytes, but 10x8"):
         read_raw(p, width=10, height=8, bits=10, pattern="RGGB")
-    with pytest.raises(BadInputError, match="--pattern"):
+    with pytest.raises(BadInputError, match="`pattern`"):
         read_raw(p, width=12, height=8, bits=10)
 
 
@@ -132,5 +132,5 @@ def test_real_metadata_as_libraw_reads_it(shared_data):
 def test_iso_override_must_be_positive(tmp_path):
     write_dng(tmp_path / "i.dng", np.zeros((32, 32), np.uint16), "RGGB", iso=100)
     assert read_raw(tmp_path / "i.dng", iso=3200).iso == 3200
-    with pytest.raises(BadInputError, match="iso must be > 0"):
+    with pytest.raises(BadInputError, match="`iso` must be > 0"):
         read_raw(tmp_path / "i.dng", iso=-5)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dpcal.sim.dataset import simulate_dataset
+from dpcal.workflows.simulate import simulate_dataset
 from tests.conftest import ROOT, run_cli
 from tests.test_sim_dataset import make_tree, read_manifest, tree_bytes
 
@@ -168,7 +168,7 @@ def test_terminate_ends_every_worker_process_and_resumes(tmp_path, sig):
 
 
 def test_preview_one_image_per_class_with_names_and_upscale_note(tmp_path, monkeypatch, capsys):
-    import dpcal.sim.preview as preview
+    import dpcal.workflows.simulate_preview as preview
     from dpcal.cli import main
 
     shown = {}

@@ -17,6 +17,7 @@ import warnings
 import click
 
 from dpcal._version import __version__
+from dpcal.cli.options import cli_message
 from dpcal.errors import DpcalError, DpcalWarning
 
 # name -> "module:attribute"; the order is the pipeline's.
@@ -81,10 +82,6 @@ def cli(verbose: int, quiet: bool) -> None:
     warnings.simplefilter("always", DpcalWarning)  # the once-per-kind rule is _show_warning's
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="dpcal: %(message)s", stream=sys.stderr, force=True)
-    if quiet:
-        import os
-
-        os.environ["DPCAL_QUIET"] = "1"
 
 
 class Terminated(KeyboardInterrupt):
@@ -151,7 +148,7 @@ def _main(argv: list[str] | None) -> None:
     except DpcalError as e:
         if _state["verbose"]:
             traceback.print_exc()
-        click.echo(f"dpcal: error: {e}", err=True)
+        click.echo(f"dpcal: error: {cli_message(str(e))}", err=True)
         sys.exit(1)
     except OSError as e:  # the file system said no (full disk, read-only, permissions)
         if _state["verbose"]:

@@ -26,7 +26,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if p.is_dir():
         raise BadInputError(f"cannot write to {p}: it is a folder")
     if p.exists() and not overwrite:
-        raise BadInputError(f"{p} already exists; pass --overwrite to replace it")
+        raise BadInputError(f"{p} already exists; pass `overwrite=True` to replace it")
     parent = p.parent if str(p.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise BadInputError(f"cannot write to {p}: {parent} is a file, not a folder")
