@@ -5,7 +5,9 @@
 * any format LibRaw reads, through rawpy (DNG, NEF, CR2, ARW, KDC, ...);
 * headerless ``.raw``/``.bin`` files (little-endian, 8 or 16 bits a sample), given ``width``,
   ``height``, ``bits`` and ``pattern``;
-* already-decoded mosaics: ``.npy`` and single-channel 16-bit PNG/TIFF, given ``pattern``.
+* already-decoded mosaics: ``.npy`` and single-channel 16-bit PNG/TIFF, given ``pattern``;
+* FITS mosaics (``.fit``/``.fits``/``.fts``, :mod:`dpcal.io.fits`), pattern from ``BAYERPAT``
+  or given.
 
 It returns a :class:`RawImage` holding the visible Bayer mosaic in digital numbers (DN) and
 normalised as in REFERENCE.md section 1: ``(dn - black[c]) / (white - black[c])`` per CFA plane,
@@ -25,6 +27,7 @@ import numpy as np
 
 from dpcal.cfa import PLANES, plane_map, plane_offsets, validate_pattern
 from dpcal.errors import BadInputError, BadRawError
+from dpcal.io.fits import FITS_SUFFIXES, read_fits, read_fits_header
 
 RAWPY_SUFFIXES = {
     ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".kdc", ".dcr",
@@ -122,7 +125,7 @@ def read_raw(
     ----------
     path : path-like
         The file. Its suffix selects the reader (LibRaw formats, ``.raw``/``.bin``, ``.npy``,
-        ``.png``/``.tif``).
+        ``.png``/``.tif``, ``.fit``/``.fits``).
     pattern : str, optional
         CFA pattern; required for headerless and decoded inputs, overrides LibRaw's otherwise.
     width, height, bits : int, optional
@@ -163,6 +166,8 @@ def read_raw(
         img = _read_headerless(p, pattern, width, height, bits)
     elif suffix == ".npy" or suffix in IMAGE_SUFFIXES:
         img = _read_decoded(p, pattern, bits)
+    elif suffix in FITS_SUFFIXES:
+        img = read_fits(p, pattern, bits)
     else:
         img = _read_libraw(p, pattern)
     if black_level is not None:
@@ -314,9 +319,13 @@ def _read_decoded(p: Path, pattern, bits) -> RawImage:
 def read_exif(path: str | os.PathLike) -> dict:
     """ISO, exposure time (s), maker and model from a file's EXIF/TIFF tags, where present.
 
-    Uses ``exifread`` (rawpy does not expose EXIF). Missing or unreadable tags give ``None``.
+    Uses ``exifread`` (rawpy does not expose EXIF); FITS files: their header. Missing or
+    unreadable tags give ``None``.
     """
     import logging
+
+    if Path(path).suffix.lower() in FITS_SUFFIXES:
+        return read_fits_header(path)
 
     import exifread
 

@@ -3,7 +3,7 @@
 This is what ``dpcal fit-noise`` runs; every step is a library call:
 
 1. :func:`collect_inputs`: files from the command line and an optional CSV manifest
-   (``file,iso[,kind[,exposure]]``), with ISO and exposure from metadata where not given.
+   (``file,iso[,kind[,exposure[,group]]]``), with ISO and exposure from metadata where not given.
 2. Per ISO, :func:`fit_single_iso` (one or more captures pooled) or :func:`fit_pairs_iso`
    (frame stacks per exposure plus darks), or :func:`fit_emva_file` for an EMVA 1288 set.
 3. :func:`build_report`: the JSON document, with the ISO model and leave-one-ISO-out check
@@ -42,13 +42,16 @@ class InputFile:
     kind: str = "capture"  # "capture" or "dark"
     exposure: float | None = None  # seconds
     order: int = 0
+    group: str | None = None  # stack label (pairs): frames of one ISO and group form a stack
 
 
 def read_manifest(path: str | os.PathLike) -> list[InputFile]:
-    """Read a CSV manifest ``file,iso[,kind[,exposure]]`` (header optional, paths relative to it).
+    """Read a CSV manifest ``file,iso[,kind[,exposure[,group]]]`` (header optional, paths relative to it).
 
     ``kind`` is ``capture`` (default; also ``chart``, ``scene``, ``flat``, ``bright``) or
-    ``dark``; ``exposure`` is in seconds.
+    ``dark``; ``exposure`` is in seconds; ``group`` names a stack for ``--method pairs``
+    (frames of one ISO and group are frames of one exposure; without it, frames of equal
+    exposure time are, which cannot tell two apertures at one shutter speed apart).
 
     Examples
     --------
@@ -90,10 +93,11 @@ def read_manifest(path: str | os.PathLike) -> list[InputFile]:
                     exposure = float(row[3])
                 except ValueError:
                     raise BadInputError(f"{p}:{no}: exposure {row[3]!r} is not a number (seconds)") from None
+            group = row[4] if len(row) > 4 and row[4] else None
             fp = Path(row[0])
             if not fp.is_absolute():
                 fp = p.parent / fp
-            out.append(InputFile(fp, iso, kind, exposure, len(out)))
+            out.append(InputFile(fp, iso, kind, exposure, len(out), group))
     if not out:
         raise BadInputError(f"{p}: the manifest lists no files")
     return out
@@ -272,12 +276,16 @@ def fit_single_iso(
 
 
 def _stacks(caps: list[InputFile], what: str) -> list[list[InputFile]]:
-    """Frames of one ISO grouped by exposure; without exposure times, consecutive pairs."""
+    """Frames of one ISO grouped by manifest group, else by exposure; else consecutive pairs."""
+    by_group: dict[str, list[InputFile]] = {}
     by_exp: dict[float, list[InputFile]] = {}
     no_exp: list[InputFile] = []
     for f in caps:
-        (no_exp if f.exposure is None else by_exp.setdefault(round(f.exposure, 12), [])).append(f)
-    stacks = [v for _, v in sorted(by_exp.items())]
+        if f.group is not None:
+            by_group.setdefault(f.group, []).append(f)
+        else:
+            (no_exp if f.exposure is None else by_exp.setdefault(round(f.exposure, 12), [])).append(f)
+    stacks = [v for _, v in sorted(by_exp.items())] + list(by_group.values())
     no_exp.sort(key=lambda f: f.order)
     if len(no_exp) % 2:
         raise BadInputError(
@@ -317,6 +325,7 @@ def fit_pairs_iso(
     from dpcal.noise.hygiene import black_from_darks, defect_map, detect_white_level
     from dpcal.noise.levelsets import LevelSets
     from dpcal.noise.pairs import LINEAR_LIMIT, temporal_levelsets, temporal_stats
+    from dpcal.noise.pairstats import stack_pair_table
 
     raw_kw = raw_kw or {}
     what = f"ISO {iso:g}" if iso is not None else "pairs"
@@ -372,7 +381,10 @@ def fit_pairs_iso(
             if k >= len(stacks):
                 dark_read[name].append(temporal_stats(P[:, i], v)[1])
         infos.append({"files": [str(f.path) for f in s], "exposure": s[0].exposure, "iso": iso, "frames": len(s),
-                      "kind": "capture" if k < len(stacks) else "dark", "mean_level": float(P.mean())})
+                      "group": s[0].group, "kind": "capture" if k < len(stacks) else "dark",
+                      "mean_level": float(P.mean()),
+                      "pair_stats": stack_pair_table([raws[f.path].dn for f in s], [f.path.name for f in s],
+                                                     pattern, black)})
     fits = {}
     for name in PLANES:
         ls = LevelSets.concat(sets[name])
