@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options
@@ -63,7 +65,20 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
     if rep.get("emva"):
         e = rep["emva"]
         click.echo(f"  EMVA 1288: K = {e['K']:.5f} ± {e['K_std']:.2g} DN/e-, dark noise {e['sigma_y_dark']:.4f} DN, "
-                   f"single-frame K reads {e['fixed_pattern_share']:+.1%} (fixed pattern)")
+                   f"dark offset {e['dark_offset']:.2f} DN, single-frame K reads {e['fixed_pattern_share']:+.1%} "
+                   "(fixed pattern)")
+        m = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in e["emva1288"].items()}
+
+        def f(k, spec, unit=""):
+            return "undetermined" if m.get(k) is None else f"{m[k]:{spec}}{unit}"
+
+        click.echo(f"    dark noise {f('sigma_d', '.2f', ' e-')}, QE {f('QE', '.1f', ' %')}, saturation capacity "
+                   f"{f('u_e_sat', '.0f', ' e-')}, SNRmax {f('SNR_max_dB', '.1f', ' dB')}, dynamic range "
+                   f"{f('DR_dB', '.1f', ' dB')}")
+        click.echo(f"    linearity error {f('LE_min', '+.2f', ' %')} .. {f('LE_max', '+.2f', ' %')}, DSNU "
+                   f"{f('DSNU1288', '.2f', ' e-')} ({f('DSNU1288_DN', '.3f', ' DN')}), PRNU {f('PRNU1288', '.2f', ' %')}")
+        for n in m["notes"]:
+            click.echo(f"    note: {n}")
     m = rep.get("iso_model")
     if m and m.get("loo_alpha_rel_err_rms") is not None:
         click.echo(f"  ISO model {m['kind']}: leave-one-ISO-out rms error alpha {m['loo_alpha_rel_err_rms']:.1%}, "

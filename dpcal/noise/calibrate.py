@@ -472,9 +472,9 @@ def fit_emva_file(path: str, iso: float | None = None, progress: bool = False) -
 
     r = fit_emva(path, progress=progress)
     steps = r["steps"]
-    white = r["white_level"]
-    lv = np.array([(s["u_y"] - s["u_ydark"]) / white for s in steps])
-    sd = np.sqrt(np.maximum([s["s2_y"] - s["s2_ydark"] + r["sigma_y_dark"] ** 2 for s in steps], 0.0)) / white
+    scale = r["white_level"] - r["dark_offset"]
+    lv = np.array([(s["u_y"] - s["u_ydark"]) / scale for s in steps])
+    sd = np.sqrt(np.maximum([s["s2_y"] - s["s2_ydark"] + r["sigma_y_dark"] ** 2 for s in steps], 0.0)) / scale
     n = np.array([s["dof"] for s in steps], dtype=np.float64)
     k = len(lv)
     sets = LevelSets(lv, sd, n, 1.0 / n, 1.0 / (2 * n), np.zeros(k), np.ones(k), np.arange(k), kind="emva")
@@ -487,7 +487,7 @@ def fit_emva_file(path: str, iso: float | None = None, progress: bool = False) -
         gof=r["gof"], sets=sets, weights=used, fitted_std=np.sqrt(a * lv + sig**2), plane="Y", iso=iso,
         method="pairs",
         extra={"K": r["K"], "K_std": r["K_std"], "sigma_y_dark_DN": r["sigma_y_dark"],
-               "alpha_single": r["K_single"] / white, "fixed_pattern_share": r["fixed_pattern_share"],
+               "alpha_single": r["K_single"] / scale, "fixed_pattern_share": r["fixed_pattern_share"],
                "sources": [str(path)]},
     )
     summary = {k_: v for k_, v in r.items() if k_ != "steps"}
@@ -598,9 +598,12 @@ def write_profile(
         white_level=sensor["white_level"], table=table, iso_model=iso_model, bit_depth=sensor.get("bit_depth"),
         provenance=prov, description=f"Noise calibrated with dpcal fit-noise ({method})",
     )
-    if wpi:
+    if wpi or sensor.get("monochrome"):
         doc = prof.doc
-        doc["sensor"]["white_level_per_iso"] = wpi
+        if wpi:
+            doc["sensor"]["white_level_per_iso"] = wpi
+        if sensor.get("monochrome"):
+            doc["sensor"]["monochrome"] = True
         prof = Profile(doc)
     prof.save(p)
     return prof
@@ -703,8 +706,9 @@ def run_fit_noise(
         fits_by_iso[iso] = fits
         report["emva"] = summary
         all_inputs = [emva]
-        sensor = {"pattern": "RGGB", "black_level": [0.0] * 4, "white_level": summary["white_level"],
-                  "bit_depth": summary["bits"], "maker": None, "model": None, "black_from": "darks"}
+        sensor = {"pattern": "RGGB", "black_level": [summary["dark_offset"]] * 4, "white_level": summary["white_level"],
+                  "bit_depth": summary["bits"], "maker": None, "model": None, "black_from": "darks",
+                  "monochrome": True}
         captures.append({"path": emva, "iso": iso, "kind": "emva1288", "monochrome": True})
     else:
         files = collect_inputs(inputs, manifest=manifest, darks=list(darks), iso=iso)
