@@ -26,14 +26,18 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwar
               help="ISO model of the profile.")
 @click.option("--scene", type=click.Choice(["auto", "chart", "natural"]), default="auto", show_default=True,
               help="single method: flat patches as level sets (chart) or Foi's wavelet level sets (natural).")
+@click.option("--prnu", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="single method: model a variance term growing with the signal squared (PRNU, print "
+                   "texture): on, off, or auto (when significant).")
+@click.option("--strict", is_flag=True, help="Refuse (exit 1) an ISO whose fit the honesty checks flag.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write every level set and its fit to a CSV.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Folder for the figures (std vs mean per plane; ISO model).")
 @click.option("--skip-failed", is_flag=True, help="Report ISOs whose fit is undetermined instead of stopping.")
 @raw_options
 @overwrite_option
 @json_option
-def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera_id, iso_model, scene, csv_path,
-              plots, skip_failed, overwrite, as_json, **kw) -> None:
+def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera_id, iso_model, scene, prnu,
+              strict, csv_path, plots, skip_failed, overwrite, as_json, **kw) -> None:
     """Fit alpha and sigma (normalised units) per CFA plane and ISO from RAW captures.
 
     \b
@@ -48,7 +52,7 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
     rep = run_fit_noise(
         list(inputs), method=method, iso=iso, emva=emva, manifest=manifest, darks=list(darks), output=output,
         camera_id=camera_id, csv_path=csv_path, plots=plots, overwrite=overwrite, update=update,
-        iso_model=iso_model, scene=scene, skip_failed=skip_failed, raw_kw=raw_kwargs(kw),
+        iso_model=iso_model, scene=scene, skip_failed=skip_failed, raw_kw=raw_kwargs(kw), prnu=prnu, strict=strict,
     )
     if as_json:
         emit_json(rep)
@@ -62,6 +66,14 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
                    f"{f['sigma']:.5g} ± {f['sigma_std']:.2g}   {'' if chi is None else f'{chi:.2f}'}")
     for f in rep.get("failed", []):
         click.echo(f"  ISO {f['iso']}: failed: {f['reason']}")
+    for s in rep.get("summary", []):
+        click.echo(f"  {'' if s['iso'] is None else 'ISO %g ' % s['iso']}scene: {s['scene']}")
+    for f in rep["fits"]:
+        if f.get("prnu_modelled"):
+            click.echo(f"  {f['plane']}: PRNU/texture term modelled, {f['prnu']:.2%} of the signal "
+                       f"(± {0.5 * f['prnu_c_std'] / max(f['prnu'], 1e-12):.2%})")
+    for w in rep.get("warnings", []):
+        click.echo(f"  warning: {w['message']}")
     if rep.get("emva"):
         e = rep["emva"]
         click.echo(f"  EMVA 1288: K = {e['K']:.5f} ± {e['K_std']:.2g} DN/e-, dark noise {e['sigma_y_dark']:.4f} DN, "

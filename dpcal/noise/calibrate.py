@@ -219,8 +219,10 @@ def fit_single_iso(
     raw_kw: dict | None = None,
     scene: str = "auto",
     progress=None,
+    prnu: str = "auto",
 ) -> tuple[dict, list[dict], dict]:
-    """Fit one ISO from its captures (pooled level sets per plane).
+    """Fit one ISO from its captures (pooled level sets per plane; ``prnu``: the ``c y^2``
+    term of :mod:`dpcal.noise.prnu`).
 
     Returns ``(fits_by_plane, capture_infos, sensor)``; ``sensor`` holds the pattern, black
     and white levels used.
@@ -253,12 +255,17 @@ def fit_single_iso(
         info["white_level_detected"] = detected
         info.update({"iso": iso, "pattern": r.pattern, "width": r.width, "height": r.height})
         infos.append(info)
-    fits = cs.fit(what=what)
+    fits = cs.fit(what=what, prnu=prnu)
     sources = [str(r.path) for r in raws]
     for fit in fits.values():
         fit.iso = iso
         fit.method = "single"
         fit.extra["sources"] = sources
+    black_from = "darks" if black is not None else "metadata"
+    if black is None and raw_kw.get("black_level") is not None:
+        black_from = "given"
+    elif black is None and not _has_black_metadata(caps[0].path):
+        black_from = "assumed 0"
     sensor = {
         "pattern": raws[0].pattern,
         "black_level": list(black if black is not None else raws[0].black_level),
@@ -266,9 +273,17 @@ def fit_single_iso(
         "bit_depth": raws[0].bit_depth,
         "maker": raws[0].maker,
         "model": raws[0].model,
-        "black_from": "darks" if black is not None else "metadata",
+        "black_from": black_from,
     }
     return fits, infos, sensor
+
+
+def _has_black_metadata(path: Path) -> bool:
+    """Whether the file format records a black level (camera RAWs do; headerless, decoded and
+    FITS mosaics do not)."""
+    from dpcal.io.raw import RAWPY_SUFFIXES
+
+    return path.suffix.lower() in RAWPY_SUFFIXES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,6 +679,8 @@ def run_fit_noise(
     scene: str = "auto",
     skip_failed: bool = False,
     raw_kw: dict | None = None,
+    prnu: str = "auto",
+    strict: bool = False,
 ) -> dict:
     """Run ``dpcal fit-noise``: fit every ISO, then the ISO model; write the requested outputs.
 
@@ -721,7 +738,8 @@ def run_fit_noise(
             for g_iso, g_files in groups.items():
                 try:
                     if method == "single":
-                        fits, infos, sens = fit_single_iso(g_iso, g_files, raw_kw=raw_kw, scene=scene, progress=bar)
+                        fits, infos, sens = fit_single_iso(g_iso, g_files, raw_kw=raw_kw, scene=scene, progress=bar,
+                                                           prnu=prnu)
                     else:
                         fits, infos, sens = fit_pairs_iso(g_iso, g_files, raw_kw=raw_kw, progress=bar)
                 except FitError as e:
@@ -729,6 +747,7 @@ def run_fit_noise(
                         raise
                     failed.append({"iso": g_iso, "reason": str(e)})
                     continue
+                _diagnose(report, g_iso, fits, infos, sens, prnu if method == "single" else "off", strict)
                 fits_by_iso[g_iso] = fits
                 captures += infos
                 sensor = sensor or sens
@@ -767,6 +786,28 @@ def run_fit_noise(
         outputs["plots"] = files_out
     report["outputs"] = outputs
     return report
+
+
+def _diagnose(report: dict, iso, fits: dict, infos: list[dict], sensor: dict, prnu: str, strict: bool) -> None:
+    """Honesty checks of one ISO (:mod:`dpcal.noise.diagnostics`) into the report and the fits;
+    with ``strict`` any finding refuses the ISO (FitError)."""
+    from dpcal.noise.diagnostics import check_fits, scene_summary
+
+    scale = float(sensor["white_level"]) - float(np.mean(sensor["black_level"]))
+    found = check_fits(fits, scale_dn=scale, prnu=prnu, black_known=sensor.get("black_from") != "assumed 0")
+    for f in found:
+        f["iso"] = iso
+    for name, fit in fits.items():
+        fit.extra["warnings"] = [f["code"] for f in found if f["plane"] in (None, name)]
+        fit.extra["black_from"] = fit.extra.get("black_from", sensor.get("black_from"))
+    report.setdefault("warnings", []).extend(found)
+    report.setdefault("summary", []).append({"iso": iso, "scene": scene_summary(infos, fits)})
+    for f in found:
+        log.info("%s%s", "" if iso is None else f"ISO {iso:g}: ", f["message"])
+    if strict and found:
+        what = "" if iso is None else f"ISO {iso:g}: "
+        raise FitError(f"{what}refused (--strict): " + found[0]["message"]
+                       + (f" (and {len(found) - 1} more finding(s))" if len(found) > 1 else ""))
 
 
 def _progress_enabled() -> bool:
