@@ -791,10 +791,14 @@ def run_fit_noise(
 def _diagnose(report: dict, iso, fits: dict, infos: list[dict], sensor: dict, prnu: str, strict: bool) -> None:
     """Honesty checks of one ISO (:mod:`dpcal.noise.diagnostics`) into the report and the fits;
     with ``strict`` any finding refuses the ISO (FitError)."""
-    from dpcal.noise.diagnostics import check_fits, scene_summary
+    from dpcal.noise.diagnostics import check_fits, inflate_for_green_mismatch, scene_summary
 
     scale = float(sensor["white_level"]) - float(np.mean(sensor["black_level"]))
     found = check_fits(fits, scale_dn=scale, prnu=prnu, black_known=sensor.get("black_from") != "assumed 0")
+    k = inflate_for_green_mismatch(fits)
+    for f in found:
+        if f["code"] == "green_mismatch" and k > 1:
+            f["message"] += f"; every plane's uncertainty is widened {k:.1f}x"
     for f in found:
         f["iso"] = iso
     for name, fit in fits.items():

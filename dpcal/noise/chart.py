@@ -24,6 +24,8 @@ TARGET_BLOCKS = 256
 MIN_PATCHES = 6
 #: ... and the share of the frame they must cover
 MIN_PATCH_COVERAGE = 0.05
+#: non-flat specks of at most this many blocks inside flat areas are texture, not edges
+SPECK_BLOCKS = 8
 #: a flat region larger than this many times the median patch is background, not a patch
 PATCH_AREA_SPREAD = 3.0
 
@@ -114,6 +116,14 @@ def detect_flat_regions(
         # A block with many defect pixels is not used for segmentation decisions.
         bad = block_mean((~valid[idx]).astype(np.float32), f).max(axis=0)
         flat &= bad < 0.25
+    # Texture and PRNU fail the test in isolated blocks inside a patch (a single block's outlier
+    # spoils the centred differences of its 4 neighbours): such specks are not edges, whose
+    # non-flat blocks form long lines. Filling them keeps textured patches whole.
+    nf_lab, n_nf = ndimage.label(~flat, structure=np.ones((3, 3), bool))
+    if n_nf:
+        speck = np.bincount(nf_lab.ravel(), minlength=n_nf + 1) <= SPECK_BLOCKS
+        speck[0] = False
+        flat |= speck[nf_lab]
     margin = max(1, int(np.ceil(4 / f)))
     flat = ndimage.binary_erosion(flat, iterations=margin)
     labels, n = ndimage.label(flat)

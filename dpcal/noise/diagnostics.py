@@ -96,7 +96,8 @@ def check_fits(fits: dict, *, scale_dn: float | None = None, prnu: str = "auto",
                    f"level is probably too low by at least {ped * scale_dn:.3g} DN" if scale_dn else
                    f"{name}: the read-noise variance b = {f.b:.3g} is negative by {-f.b / b_std:.1f} std; the black "
                    f"level is probably too low by at least {ped:.3g} of the range")
-            msg += " (a pedestal): pass --black or a dark frame (--dark); sigma is reported as 0"
+            msg += (" (a pedestal: pass --black or a dark frame, --dark), or the variance bends upwards "
+                    "(texture, PRNU: --prnu on); sigma is reported as 0")
             out.append(_finding("negative_read_variance", name, msg, pedestal_min=ped,
                                 pedestal_min_dn=None if scale_dn is None else ped * scale_dn))
         slope, z = residual_trend(f)
@@ -164,3 +165,33 @@ def scene_summary(infos: list[dict], fits: dict) -> str:
     if lrs:
         s += f"; levels {min(r[0] for r in lrs):.3f}..{max(r[1] for r in lrs):.3f} of the range"
     return s
+
+
+def inflate_for_green_mismatch(fits: dict) -> float:
+    """Scale every plane's uncertainties by the Birge ratio of the two greens when they
+    disagree beyond 2 combined std (they measure one quantity: their spread is a direct
+    measure of the error the statistics miss). Returns the factor (1 when consistent);
+    records it as ``extra["std_inflation"]``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> mk = lambda a: NS(alpha=a, alpha_std=1.0, b_std=1.0, sigma_std=1.0, cov=np.eye(2), extra={})
+    >>> fits = {"Gr": mk(100.0), "Gb": mk(110.0)}
+    >>> round(inflate_for_green_mismatch(fits), 3), round(fits["Gr"].alpha_std, 3)
+    (3.536, 3.536)
+    """
+    gr, gb = fits.get("Gr"), fits.get("Gb")
+    if gr is None or gb is None:
+        return 1.0
+    se = math.hypot(gr.alpha_std, gb.alpha_std)
+    if not se > 0 or abs(gr.alpha - gb.alpha) <= 2.0 * se:
+        return 1.0
+    k = abs(gr.alpha - gb.alpha) / (2.0 * se)
+    for f in fits.values():
+        f.alpha_std *= k
+        f.b_std *= k
+        f.sigma_std *= k
+        f.cov = f.cov * k * k
+        f.extra["std_inflation"] = k
+    return k

@@ -184,8 +184,9 @@ def fit_levelsets_prnu(sets: LevelSets, *, prnu: str = "auto", what: str = "", q
 
     ``off``: the line alone. ``on``: ``c`` from :func:`fit_quadratic` (kept even when not
     significant), removed, then ``(a, b)`` fitted. ``auto``: as ``on`` when ``c`` is positive
-    and significant at :data:`AUTO_Z` std, else ``off``. The uncertainty of ``c`` is propagated
-    into ``alpha_std`` and ``b_std``; with the term modelled the fit's ``sets`` hold the
+    and significant at :data:`AUTO_Z` std, else ``off`` (with some evidence for it, above one
+    std, the shift it would cause is added to the uncertainty). The uncertainty of ``c`` is
+    propagated into ``alpha_std`` and ``b_std``; with the term modelled the fit's ``sets`` hold the
     variances without it. The fit's ``extra`` records ``prnu`` (``sqrt(c)``),
     ``prnu_c``, ``prnu_c_std``, ``prnu_z`` and ``prnu_modelled``. ``quad`` gives the
     quadratic term (e.g. pooled over the greens by :func:`pool_greens`) instead of fitting it.
@@ -198,6 +199,17 @@ def fit_levelsets_prnu(sets: LevelSets, *, prnu: str = "auto", what: str = "", q
     use = q is not None and (prnu == "on" or (prnu == "auto" and q.c > 0 and q.z >= AUTO_Z))
     if not use:
         fit = fit_levelsets(sets, what=what, **kw)
+        if q is not None and prnu == "auto" and q.c > 0 and q.z > 1.0:
+            # Some evidence of curvature, short of adopting the term: the data cannot choose
+            # between the models, so the shift the term would cause joins the uncertainty.
+            shift_a, shift_b = abs(q.da_dc * q.c), abs(q.db_dc * q.c)
+            a_std, b_std = math.hypot(fit.alpha_std, shift_a), math.hypot(fit.b_std, shift_b)
+            scale = np.array([a_std / fit.alpha_std if fit.alpha_std > 0 else 1.0,
+                              b_std / fit.b_std if fit.b_std > 0 else 1.0])
+            fit.cov = fit.cov * np.outer(scale, scale)
+            fit.alpha_std, fit.b_std = a_std, b_std
+            fit.sigma, fit.sigma_std = _sigma_from_b(fit.b, fit.b_std)
+            fit.extra["model_uncertainty_alpha"] = shift_a
     else:
         # fit.sets then hold the variances without c y^2 (what the plots and the CSV show).
         fit = fit_levelsets(remove_quadratic(sets, q.c), what=what, **kw)
