@@ -16,6 +16,7 @@ finding is a dict ``{"code", "plane", "message", ...}`` (``plane`` None for the 
 * ``textured``: the signal-proportional component exceeds :data:`TEXTURE_LIMIT` of the
   signal: the flat areas are not flat (a PSF noise chart, fabric, coarse paper), so alpha
   is not a sensor property.
+* ``uncertain``: alpha's relative uncertainty exceeds :data:`MAX_REL_STD`.
 * ``narrow_levels``: the level sets span less than :data:`MIN_SPAN` of the range: alpha and
   sigma rest on extrapolation.
 * ``black_unknown``: the file carries no black level and none was given (0 assumed).
@@ -31,6 +32,8 @@ import numpy as np
 Z = 3.0
 #: a signal-proportional component above this share of the signal is texture, not PRNU
 TEXTURE_LIMIT = 0.03
+#: largest relative uncertainty of alpha reported without a finding
+MAX_REL_STD = 0.2
 #: smallest span of levels (share of the clipping range) for a trustworthy fit
 MIN_SPAN = 0.25
 
@@ -117,6 +120,10 @@ def check_fits(fits: dict, *, scale_dn: float | None = None, prnu: str = "auto",
                                 f"{name}: the flat areas vary by {p:.1%} of the signal beyond the noise: they are "
                                 "textured (not a gray chart? a PSF noise chart, fabric, coarse paper); alpha is "
                                 "uncertain; use a gray chart or frame pairs (--method pairs)", prnu=p))
+        if f.alpha > 0 and f.alpha_std > MAX_REL_STD * f.alpha:
+            out.append(_finding("uncertain", name,
+                                f"{name}: alpha is uncertain (± {f.alpha_std / f.alpha:.0%}): too little of the capture "
+                                "follows the noise model (texture, too few flat areas); a rough estimate at best"))
         lr = f.gof.get("level_range")
         span = float(np.median(f.sets.hi - f.sets.lo)) if len(f.sets) else 1.0
         if lr and (lr[1] - lr[0]) < MIN_SPAN * span:

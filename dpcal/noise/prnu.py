@@ -144,9 +144,8 @@ def remove_quadratic(sets: LevelSets, c: float) -> LevelSets:
     >>> np.allclose(remove_quadratic(s, 1e-4).std ** 2, 1e-4 * y)
     True
     """
-    v = sets.std**2
-    floor = 1e-4 * v
-    v2 = np.maximum(v - c * sets.level**2, floor)
+    v = np.maximum(sets.std**2, 1e-300)
+    v2 = np.maximum(v - c * sets.level**2, 1e-4 * v)
     out = dataclasses.replace(sets)
     out.std = np.sqrt(v2)
     out.d = sets.d * (v / v2) ** 2
