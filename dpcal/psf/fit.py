@@ -249,6 +249,17 @@ def _photometry_print(y: np.ndarray, u: np.ndarray, pattern: str, radius: int):
         step = max(1, nw // 20000)
         cw = _fit_surface(vw[::step], yy[sub_w_mask][::step], xx[sub_w_mask][::step], (w, h), True)
         wmod = lambda Y, X: np.exp(_design(X.astype(float), Y.astype(float), (w, h)) @ cw)  # noqa: E731
+        # Chart areas that should be black but image nearly white were not printed (a page cut
+        # off by the printer's margin takes the black frame with it): not black samples.
+        yb_all, xb_all = yy[sub_b_mask], xx[sub_b_mask]
+        printed = sub_y[sub_b_mask] < 0.5 * wmod(yb_all, xb_all)
+        unprinted = 1.0 - float(printed.mean()) if printed.size else 0.0
+        sub_b_mask = sub_b_mask.copy()
+        sub_b_mask[sub_b_mask] = printed
+        nb = int(sub_b_mask.sum())
+        if nb < 200:
+            raise FitError(f"the chart's black areas image nearly white in plane {name}: is the chart in view and "
+                           "printed in full (not cut off at the page edge)?")
         vb = sub_y[sub_b_mask]
         stepb = max(1, nb // 20000)
         Yb, Xb = yy[sub_b_mask][::stepb], xx[sub_b_mask][::stepb]
@@ -273,6 +284,7 @@ def _photometry_print(y: np.ndarray, u: np.ndarray, pattern: str, radius: int):
         stats[name]["white_level_centre"] = float(np.exp(cw[0]))
         stats[name]["black_level_centre"] = float(cb[0] + cb[1] * np.exp(cw[0]))
         stats[name]["saturated_fraction"] = sat
+        stats[name]["black_unprinted_fraction"] = unprinted
     return black, white, stats
 
 
@@ -411,6 +423,23 @@ def _in_rect_mask(loc: ChartLocation, rect, size) -> np.ndarray:
     x0, y0, x1, y1 = rect
     inside = ((P[..., 0] >= x0) & (P[..., 0] < x1) & (P[..., 1] >= y0) & (P[..., 1] < y1)).astype(np.uint8)
     return cv2.resize(inside, (len(xs) * g, len(ys) * g), interpolation=cv2.INTER_NEAREST)[:h, :w] > 0
+
+
+def _mismatch_mask(b: np.ndarray, u: np.ndarray, radius: int, limit: float = 0.3) -> np.ndarray:
+    """Pixels near areas whose local mean differs from the chart's by more than ``limit`` of
+    the black-white contrast. Means over windows several kernels wide do not depend on the
+    PSF, so a sharp or blurred capture of the right chart never trips this."""
+    import cv2
+
+    s = max(9, 4 * radius + 1)
+    ok = (np.isfinite(u) & np.isfinite(b)).astype(np.float32)
+    n = cv2.boxFilter(ok, -1, (s, s), normalize=False)
+    db = cv2.boxFilter(np.where(ok > 0, b - u, 0).astype(np.float32), -1, (s, s), normalize=False)
+    bad = (np.abs(db) > limit * np.maximum(n, 1)) & (n > 0.5 * s * s)
+    if not bad.any():
+        return bad
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.dilate(bad.astype(np.uint8), k) > 0
 
 
 def _window_valid(u: np.ndarray, radius: int) -> np.ndarray:
@@ -729,6 +758,10 @@ def _finish(raw, y, u, black, white, nstats, loc, chart, R, prof) -> _Prepared:
     sat = y >= SATURATION
     b[sat] = np.nan
     valid = _window_valid(u, R) & np.isfinite(b)
+    # Where the capture plainly contradicts the chart (parts not printed, cut off at the page
+    # edge; glare; an occluder), the chart model cannot explain the data: leave those out.
+    mismatch = _mismatch_mask(b, u, R)
+    valid &= ~mismatch
     in_noise = _in_rect_mask(loc, chart.noise["rect"], (w, h))
     frac_sat = float(np.mean(sat[in_noise])) if in_noise.any() else 0.0
     if frac_sat > 0.02:
@@ -747,6 +780,11 @@ def _finish(raw, y, u, black, white, nstats, loc, chart, R, prof) -> _Prepared:
             raise FitError(f"{raw.path}: cannot measure the noise in plane {p} (too little flat chart area)")
         noise[p] = dict(noise[p], sigma=float(np.sqrt(noise[p]["sigma"] ** 2 + q2)))
     p = _Prepared(str(raw.path), b, u, valid, black.astype(np.float32), scale, in_noise, loc)
+    on_chart = np.isfinite(u)
+    p.mismatch_fraction = float(mismatch[on_chart].mean()) if on_chart.any() else 0.0  # type: ignore[attr-defined]
+    if p.mismatch_fraction > 0.01:  # type: ignore[attr-defined]
+        log.warning("%s: %.0f %% of the chart area does not look like the chart (not printed, cut off at the page "
+                    "edge, glare or an occluder); left out of the fit", raw.path, 100 * p.mismatch_fraction)
     p.noise = noise  # type: ignore[attr-defined]
     p.pattern = raw.pattern  # type: ignore[attr-defined]
     return p
@@ -916,9 +954,14 @@ def _check_match(pilot: dict, chart: ChartSpec) -> None:
                        "or use a coarser --grid")
     med = float(np.median(r2))
     if med < 0.2:
+        causes = ("the frames given in another order than the chart's sequence (checkerboard, black, white, "
+                  "noise), or the camera moved between them" if chart.medium == "display" else
+                  "a print cut off at the page edge or printed scaled (print chart.pdf at 100 %; check its 100 mm "
+                  "bar)")
         raise BadInputError(
-            f"the capture's noise pattern does not match {chart.path or 'the chart spec'} (explained variance "
-            f"{med:.2f}); is this the chart (and seed) that was photographed?"
+            f"the capture's noise pattern does not match {chart.path or 'the chart spec'} (chart id {chart.chart_id}; "
+            f"explained variance {med:.2f}). Likely causes: {causes}; no chart, or another chart or seed, in view "
+            "(compare the id printed under the chart); or a capture far out of focus"
         )
     borders = [(t.border, key) for key, t in pilot.items() if t.kernel_half is not None]
     worst, key = max(borders)
