@@ -12,33 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from dpcal.cfa import PLANES, plane_map
-
-
-def poisson_gaussian(
-    x: np.ndarray,
-    alpha: float | np.ndarray,
-    sigma: float | np.ndarray,
-    rng: np.random.Generator,
-    clip: bool = True,
-) -> np.ndarray:
-    """Draw ``alpha * Poisson(x / alpha) + N(0, sigma^2)``, optionally clipped to [0, 1].
-
-    ``alpha`` and ``sigma`` broadcast against ``x``; ``alpha == 0`` means no shot noise.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> y = poisson_gaussian(np.full(100_000, 0.5), 0.01, 0.02, rng, clip=False)
-    >>> bool(abs(y.var() - (0.01 * 0.5 + 0.02**2)) < 2e-4)
-    True
-    """
-    x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
-    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), x.shape)
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape)
-    safe = np.where(alpha > 0, alpha, 1.0)
-    shot = np.where(alpha > 0, safe * rng.poisson(x / safe), x)
-    y = shot + sigma * rng.standard_normal(x.shape)
-    return np.clip(y, 0.0, 1.0) if clip else y
+from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
 
 
 def per_plane(values: Mapping[str, float] | float, pattern: str, shape: tuple[int, int]) -> np.ndarray:
@@ -81,17 +55,6 @@ def gray_chart(
     return img, rects
 
 
-def to_dn(
-    y: np.ndarray, pattern: str, black_level: float | list[float], white_level: float, dtype=np.uint16
-) -> np.ndarray:
-    """Normalised mosaic -> digital numbers ``round(y * (white - black) + black)``, clipped."""
-    bl = np.asarray(black_level, dtype=np.float64)
-    black = bl[plane_map(pattern, *y.shape)] if bl.ndim else np.full(y.shape, float(bl))
-    dn = np.round(y * (white_level - black) + black)
-    info = np.iinfo(dtype)
-    return np.clip(dn, info.min, min(info.max, white_level)).astype(dtype)
-
-
 def synthetic_capture(
     clean: np.ndarray,
     pattern: str,
@@ -114,5 +77,5 @@ def synthetic_capture(
     rng = np.random.default_rng(rng)
     a = per_plane(alpha, pattern, clean.shape)
     s = per_plane(sigma, pattern, clean.shape)
-    y = poisson_gaussian(clean, a, s, rng, clip=True)
+    y = sample_poisson_gaussian(clean, a, s, rng, clip=True)
     return to_dn(y, pattern, black_level, white_level)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dpcal.noise.clipped import (
+from dpcal.physics.clipped import (
     clipped_curve,
     clipped_mean_slope,
     clipped_mean_std,

@@ -20,7 +20,7 @@ def _sets(a, b, levels, n, rng, lo=0.0, hi=1.0):
                      np.full(k, lo), np.full(k, hi), np.zeros(k, int))
 
 
-@pytest.mark.parametrize("module", ["clipped", "levelsets", "fit", "single", "hygiene", "pairs", "calibrate", "scenes"])
+@pytest.mark.parametrize("module", ["levelsets", "fit", "single", "hygiene", "pairs", "calibrate", "scenes"])
 def test_docstring_examples(module):
     m = importlib.import_module(f"dpcal.noise.{module}")
     r = doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -106,7 +106,7 @@ def test_realistic_draft_decode_close_to_full_decode(tmp_path):
 
 
 def test_realistic_tone_is_applied_to_codes(tmp_path):
-    from dpcal.sim.color import srgb_to_linear
+    from dpcal.physics.color import srgb_to_linear
     import torch
 
     p = write(tmp_path / "flat.png", np.full((100, 120, 3), 200, np.uint8))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from dpcal.cfa import PATTERNS, PLANES, color_mask, plane_offsets
-from dpcal.sim.ops import cfa_mask, make_generators, mosaic, mosaic3, plane_values, poisson_gaussian, quantize
+from dpcal.physics.cfa import cfa_mask, mosaic, mosaic3, plane_values
+from dpcal.physics.noise import make_generators, poisson_gaussian, quantize
 
 DTYPES = [torch.float32, torch.float64]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -10,7 +10,7 @@ from dpcal.errors import BadInputError
 from dpcal.profile import load_profile
 from dpcal.psf import PSFField, blur_rgb_to_planes, gaussian_kernel
 from dpcal.sim import Simulator, psf_for_image
-from dpcal.sim.color import (
+from dpcal.physics.color import (
     forward_tone,
     inverse_tone,
     inverse_tone_lut,
@@ -21,7 +21,7 @@ from dpcal.sim.color import (
     srgb_to_linear,
     unprocess,
 )
-from dpcal.sim.ops import mosaic
+from dpcal.physics.cfa import mosaic
 
 DTYPES = [torch.float32, torch.float64]
 

@@ -9,7 +9,7 @@ import torch
 from dpcal.cfa import PATTERNS, PLANES, split_planes
 from dpcal.profile import load_profile, new_profile
 from dpcal.sim import Simulator
-from dpcal.sim.moments import clipped_normal_moments, clipped_poisson_gaussian_moments
+from dpcal.physics.clipped import clipped_normal_moments, clipped_poisson_gaussian_moments
 
 
 def per_plane_profile():

@@ -250,7 +250,8 @@ def render_capture(
     Capture
     """
     from dpcal.profile import load_profile
-    from dpcal.synth import per_plane, poisson_gaussian, to_dn
+    from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
+    from dpcal.synth import per_plane
 
     rng = np.random.default_rng(rng)
     prof = load_profile(profile if profile is not None else "nexus6p-rear")
@@ -276,7 +277,7 @@ def render_capture(
     clean = (mosaic * gains[pm] * vignetting_map((w, h), vignetting)).astype(np.float32)
     if noise:
         nz = prof.noise(iso=iso)
-        y = poisson_gaussian(clean, per_plane(nz.alpha, pat, clean.shape), per_plane(nz.sigma, pat, clean.shape), rng)
+        y = sample_poisson_gaussian(clean, per_plane(nz.alpha, pat, clean.shape), per_plane(nz.sigma, pat, clean.shape), rng)
         noise_info = nz.to_dict()
     else:
         y = np.clip(clean, 0, 1)

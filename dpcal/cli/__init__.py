@@ -26,6 +26,8 @@ COMMANDS = {
     "fit-psf": ("dpcal.cli.fit_psf:fit_psf", "Estimate a spatially varying PSF field from chart captures."),
     "render-chart": ("dpcal.cli.render_chart:render_chart", "Render a synthetic RAW capture of a chart."),
     "simulate": ("dpcal.cli.simulate:simulate", "Simulate noisy low-light RAW datasets from image folders."),
+    "train": ("dpcal.cli.train:train", "Train the Anscombe network with a classifier, or a baseline."),
+    "models": ("dpcal.cli.models:models", "List the trainable models with their parameters and MACs."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 

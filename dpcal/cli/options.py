@@ -50,3 +50,32 @@ def _clean(x):
 def emit_json(doc) -> None:
     """One JSON document on stdout (NaN/inf become null)."""
     click.echo(json.dumps(_clean(doc), indent=2))
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+class OneOrTwoNumbers(click.Option):
+    """An option taking one value, and a second one when the next token is a number
+    (``--lux 3`` or ``--lux 2 20``)."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if opt is None:
+                continue
+            orig = opt.process
+
+            def process(value, state, orig=orig):
+                vals = [value]
+                if state.rargs and _is_number(state.rargs[0]):
+                    vals.append(state.rargs.pop(0))
+                orig(tuple(vals), state)
+
+            opt.process = process

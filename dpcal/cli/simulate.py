@@ -4,36 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import emit_json, json_option, overwrite_option
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-class OneOrTwoNumbers(click.Option):
-    """An option taking one value, and a second one when the next token is a number
-    (``--lux 3`` or ``--lux 2 20``)."""
-
-    def add_to_parser(self, parser, ctx):
-        super().add_to_parser(parser, ctx)
-        for name in self.opts:
-            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
-            if opt is None:
-                continue
-            orig = opt.process
-
-            def process(value, state, orig=orig):
-                vals = [value]
-                if state.rargs and _is_number(state.rargs[0]):
-                    vals.append(state.rargs.pop(0))
-                orig(tuple(vals), state)
-
-            opt.process = process
+from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite_option
 
 
 @click.command()

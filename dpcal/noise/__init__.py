@@ -4,7 +4,7 @@ Two routes, one model, per CFA plane in normalised [0, 1] units:
 
 * **single image** (Foi et al. 2008, clipping per Foi 2009): :func:`fit_noise_single` on one
   capture of a gray chart or any scene with flat areas (:mod:`dpcal.noise.single`,
-  :mod:`dpcal.noise.chart`, :mod:`dpcal.noise.fit`, :mod:`dpcal.noise.clipped`);
+  :mod:`dpcal.noise.chart`, :mod:`dpcal.noise.fit`, :mod:`dpcal.physics.clipped`);
 * **pairs / stacks** (photon transfer, EMVA 1288): :mod:`dpcal.noise.pairs`, including
   :func:`fit_emva` for ``EMVA1288_Data.txt`` data sets.
 
@@ -36,8 +36,8 @@ _WHERE = {
     "fit_emva": "dpcal.noise.pairs",
     "photon_transfer": "dpcal.noise.pairs",
     "temporal_stats": "dpcal.noise.pairs",
-    "clipped_moments": "dpcal.noise.clipped",
-    "clipped_std": "dpcal.noise.clipped",
+    "clipped_moments": "dpcal.physics.clipped",
+    "clipped_std": "dpcal.physics.clipped",
     "run_fit_noise": "dpcal.noise.calibrate",
 }
 

@@ -633,7 +633,7 @@ CSV_COLUMNS = (
 def write_csv(path: str | os.PathLike, fits_by_iso: dict) -> int:
     """Write every level set with its fit to a CSV (atomically); returns the number of rows."""
     from dpcal.io.atomic import write_bytes_atomic
-    from dpcal.noise.clipped import noise_std
+    from dpcal.physics.clipped import noise_std
 
     buf = io.StringIO()
     w = csv.writer(buf)

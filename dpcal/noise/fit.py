@@ -6,7 +6,7 @@ variances ``c_i sigma^2``, ``d_i sigma^2``, the observation model with clipping 
 ``y_i ~ N(E(t_i), c_i std(t_i)^2)``,  ``s_i ~ N(std(t_i), d_i std(t_i)^2)``
 
 where ``t_i`` is the set's unknown true level, ``E`` and ``std`` the clipped-normal moments
-(:mod:`dpcal.noise.clipped`) of ``N(t, a t + b)`` clipped to the capture's bounds. Each
+(:mod:`dpcal.physics.clipped`) of ``N(t, a t + b)`` clipped to the capture's bounds. Each
 ``t_i`` is integrated out under a uniform prior (the marginal likelihood of Foi et al.): for
 sets far from both bounds ``E(t) = t`` and the integral reduces to the density of ``s_i`` at
 ``t = y_i``; for sets near a bound it is computed by quadrature around the level whose clipped
@@ -34,8 +34,8 @@ import math
 import numpy as np
 
 from dpcal.errors import FitError
-from dpcal.noise.clipped import clipped_curve, clipped_mean_slope, clipped_mean_std, noise_std, poisson_skew
-from dpcal.noise.clipped import invert_clipped_mean as _invert
+from dpcal.physics.clipped import clipped_curve, clipped_mean_slope, clipped_mean_std, noise_std, poisson_skew
+from dpcal.physics.clipped import invert_clipped_mean as _invert
 from dpcal.noise.levelsets import LevelSets
 
 #: share of the Cauchy (outlier) component in the robust likelihood

@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> str:
 
 def plot_fits(fits_by_iso: dict, out_dir: str | os.PathLike) -> list[str]:
     """One PNG per ISO (``noise_iso<ISO>.png``) with the std-vs-mean figure of every plane."""
-    from dpcal.noise.clipped import clipped_curve
+    from dpcal.physics.clipped import clipped_curve
 
     plt = _plt()
     out = []

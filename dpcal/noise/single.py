@@ -341,7 +341,7 @@ def wavelet_levelsets(
 
 def fitted_curve_points(fit: NoiseFit, lo: float, hi: float, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The fitted clipped curve as ``(levels, stds)`` (observable mean, std) for the thresholds."""
-    from dpcal.noise.clipped import clipped_curve
+    from dpcal.physics.clipped import clipped_curve
 
     t = np.linspace(lo, hi, n)
     E, sd = clipped_curve(t, fit.alpha, fit.b, lo, hi)

@@ -1,16 +1,8 @@
-"""Noise as a function of ISO and of light level.
+"""Noise as a function of ISO and of light level: fitting the ISO models and querying profiles.
 
-Two ISO models are supported, each per CFA plane:
-
-``linear``  (the Dirty Pixels reference code)
-    ``alpha(iso) = a1 * iso``, ``sigma(iso) = s1 * iso``.
-``cts``  (Android CTS / DNG noise model)
-    ``alpha(iso) = A * iso + B``, ``sigma(iso)**2 = C * iso**2 + D``.
-
-The light-level model (REFERENCE.md section 1) maps illuminance to ISO: a light level
-``ll = lux / lux_per_light_level`` and ``iso = iso_at_unit_light_level / ll`` (the camera
-raises gain to keep brightness). With the reference constants (2000 lux, ISO 100) and the
-linear model this gives ``alpha = alpha_iso100 / ll``.
+The models themselves (``linear``, ``cts``) and the light-level model live in
+:mod:`dpcal.physics.light`; this module fits them to per-ISO measurements and evaluates them
+for profile documents.
 """
 
 from __future__ import annotations
@@ -22,9 +14,8 @@ import numpy as np
 
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError, FitError
-
-ISO_MODELS = ("linear", "cts")
-PARAM_NAMES = {"linear": ("a1", "s1"), "cts": ("A", "B", "C", "D")}
+from dpcal.physics import light as _light
+from dpcal.physics.light import ISO_MODELS, PARAM_NAMES, iso_model_coeffs
 
 
 def iso_from_lux(lux: float, light: Mapping) -> float:
@@ -38,25 +29,39 @@ def iso_from_lux(lux: float, light: Mapping) -> float:
     lux = float(lux)
     if not lux > 0 or not math.isfinite(lux):
         raise BadInputError(f"lux must be a positive number, got {lux}")
-    ll = lux / float(light["lux_per_light_level"])
-    return float(light["iso_at_unit_light_level"]) / ll
+    return float(_light.iso_from_lux(lux, float(light["lux_per_light_level"]), float(light["iso_at_unit_light_level"])))
 
 
 def eval_iso_model(kind: str, params: Mapping[str, float], iso: float | np.ndarray):
-    """Evaluate one plane's ISO model: returns ``(alpha, sigma)``."""
-    iso = np.asarray(iso, dtype=float)
-    if kind == "linear":
-        alpha = params["a1"] * iso
-        sigma = params["s1"] * iso
-    elif kind == "cts":
-        alpha = params["A"] * iso + params["B"]
-        sigma = np.sqrt(np.maximum(params["C"] * iso**2 + params["D"], 0.0))
-    else:
+    """Evaluate one plane's ISO model: returns ``(alpha, sigma)`` (floats for a scalar ISO)."""
+    if kind not in ISO_MODELS:
         raise BadInputError(f"unknown ISO model {kind!r}; use one of {', '.join(ISO_MODELS)}")
-    alpha = np.maximum(alpha, 0.0)
+    coeffs = np.array([float(params[n]) for n in PARAM_NAMES[kind]])
+    alpha, sigma = _light.noise_at_iso(kind, coeffs[None], iso)
+    alpha, sigma = alpha[..., 0], sigma[..., 0]
     if alpha.ndim == 0:
         return float(alpha), float(sigma)
     return alpha, sigma
+
+
+def noise_params(doc: Mapping, lux) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised ``Profile.noise(lux=...)`` of the ISO model: ``alpha (N, 4)``, ``sigma (N, 4)``, ``iso (N,)``.
+
+    Examples
+    --------
+    >>> from dpcal.profile import load_profile
+    >>> a, s, iso = noise_params(load_profile("nexus6p-rear").doc, [3.0, 20.0])
+    >>> a.shape, round(float(a[0, 0]), 4), iso.tolist()
+    ((2, 4), 0.1248, [66666.66666666667, 10000.0])
+    """
+    lux = np.atleast_1d(np.asarray(lux, dtype=np.float64))
+    if not np.all(np.isfinite(lux) & (lux > 0)):
+        raise BadInputError(f"lux must be positive numbers, got {lux[~(np.isfinite(lux) & (lux > 0))][0]:g}")
+    light = doc["light"]
+    iso = _light.iso_from_lux(lux, float(light["lux_per_light_level"]), float(light["iso_at_unit_light_level"]))
+    m = doc["noise"]["iso_model"]
+    alpha, sigma = _light.noise_at_iso(m["kind"], iso_model_coeffs(m["kind"], m["params"]), iso)
+    return alpha, sigma, iso
 
 
 def fit_iso_model(

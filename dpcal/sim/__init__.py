@@ -1,12 +1,9 @@
 """Low-light RAW simulation (paper eq. 1) and the dataset writer behind ``dpcal simulate``.
 
-- :class:`Simulator` (:mod:`dpcal.sim.simulator`): batched PyTorch forward model, CPU or GPU.
-- :mod:`dpcal.sim.ops`: CFA mosaic and its adjoint, Poisson-Gaussian noise at CFA sites,
-  quantisation.
-- :mod:`dpcal.sim.color`: sRGB linearisation and Brooks et al. (2019) unprocessing.
+- :class:`Simulator` (:mod:`dpcal.sim.simulator`): a profile's image formation model, the
+  ``nn.Module`` :class:`dpcal.physics.forward.RawForward`, CPU or GPU.
 - :mod:`dpcal.sim.geometry`: decoding and the crop/resize rules (reference and realistic).
 - :mod:`dpcal.sim.dataset`: :func:`simulate_dataset` (resumable, deterministic, parallel).
-- :mod:`dpcal.sim.moments`: clipped Poisson-Gaussian moments for checking the output.
 
 Names are imported lazily, so that ``import dpcal.sim`` (and settings errors) do not pay for
 importing torch.
@@ -15,10 +12,8 @@ importing torch.
 import importlib
 
 _WHERE = {
-    "LINEARIZE": "config", "MODES": "config", "PSF_POSITIONS": "config", "SimConfig": "config", "parse_lux": "config",
+    "MODES": "config", "PSF_POSITIONS": "config", "SimConfig": "config", "parse_lux": "config",
     "SimResult": "simulator", "Simulator": "simulator", "psf_for_image": "simulator",
-    "cfa_mask": "ops", "mosaic": "ops", "mosaic3": "ops", "poisson_gaussian": "ops", "quantize": "ops",
-    "linearize": "color", "srgb_to_linear": "color", "unprocess": "color",
     "discover": "dataset", "imagenet_synsets": "dataset", "simulate_dataset": "dataset",
     "load_image": "geometry",
 }

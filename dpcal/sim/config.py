@@ -7,8 +7,8 @@ import math
 
 from dpcal.cfa import validate_pattern
 from dpcal.errors import BadInputError
+from dpcal.physics.tone import LINEARIZE  # noqa: F401  (settings validation)
 
-LINEARIZE = ("none", "gamma", "unprocess")
 MODES = ("realistic", "reference")
 #: Where a small image sits on the sensor when a PSF field is applied. ``sensor``: the image
 #: shows the (centred, same-aspect) sensor frame, kernels shrink with the image; the others:

@@ -230,7 +230,7 @@ def _to_linear_float(a: np.ndarray, tone: str) -> np.ndarray:
         bits = 8 if a.dtype == np.uint8 else 16
         lut = _LUTS.get((tone, bits))
         if lut is None:
-            from dpcal.sim.color import inverse_tone_lut
+            from dpcal.physics.color import inverse_tone_lut
 
             lut = _LUTS[(tone, bits)] = inverse_tone_lut(tone, bits)
         if bits == 8:
@@ -240,7 +240,7 @@ def _to_linear_float(a: np.ndarray, tone: str) -> np.ndarray:
         return np.take(lut, a)
     import torch
 
-    from dpcal.sim.color import inverse_tone
+    from dpcal.physics.color import inverse_tone
 
     return inverse_tone(torch.from_numpy(_to_float(a)), tone).numpy()
 
@@ -388,7 +388,7 @@ def load_image(
         Allow JPEG DCT-domain downscaling (realistic mode only; reference decodes fully).
     tone : {"none", "gamma", "unprocess"}
         Apply this linearisation's pointwise inverse tone curve
-        (:func:`dpcal.sim.color.inverse_tone`) to the decoded codes, before resizing, so the
+        (:func:`dpcal.physics.color.inverse_tone`) to the decoded codes, before resizing, so the
         result is linear light averaged over the source pixels ("none": sRGB values as is).
 
     Returns

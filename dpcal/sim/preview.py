@@ -30,7 +30,7 @@ def _display(rgb, sim, res, i: int) -> np.ndarray:
     """Linear simulator colours -> displayable sRGB (H, W, 3) float in [0, 1]."""
     import torch
 
-    from dpcal.sim.color import UnprocessParams, forward_tone, reprocess
+    from dpcal.physics.color import UnprocessParams, forward_tone, reprocess
 
     x = torch.as_tensor(rgb).permute(2, 0, 1)[None].to(torch.float32)
     method = sim.config.linearize
@@ -73,7 +73,7 @@ def render_preview(images, sim, lux_levels: Sequence[float], seeds: Sequence[int
     import cv2
 
     from dpcal.cfa import demosaic_bilinear
-    from dpcal.sim.color import forward_tone
+    from dpcal.physics.color import forward_tone
 
     b, _, h, w = images.shape
     results = [sim(images, seeds=seeds, lux=lx, tone_applied=tone_applied) for lx in lux_levels]
@@ -107,7 +107,7 @@ def render_preview(images, sim, lux_levels: Sequence[float], seeds: Sequence[int
 
 
 def _mask(pattern: str, h: int, w: int):
-    from dpcal.sim.ops import cfa_mask
+    from dpcal.physics.cfa import cfa_mask
 
     return cfa_mask(pattern, h, w)[None]
 

@@ -65,14 +65,6 @@ def encode_png16(m: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def to_dn(m: np.ndarray, pattern: str, black: Sequence[float], white: float) -> np.ndarray:
-    """Normalised mosaic -> uint16 digital numbers ``round(black + value * (white - black))``."""
-    from dpcal.cfa import plane_map
-
-    bl = np.asarray(black, dtype=np.float64)[plane_map(pattern, *m.shape)]
-    return np.rint(bl + m.astype(np.float64) * (white - bl)).astype(np.uint16)
-
-
 def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
     """Decode, simulate and write a chunk of images.
 
@@ -120,6 +112,7 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
                 write_bytes_atomic(out, encode_png16(mos[i]))
             else:
                 from dpcal.io.dng import write_dng
+                from dpcal.physics.sensor import to_dn
 
                 if cfg["dng_levels"] == "profile":
                     black, white = sim.profile.black_level, sim.profile.white_level(iso)

@@ -5,8 +5,7 @@ al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019: invert a global
 (smoothstep), the gamma (2.2), the colour correction (a random convex combination of four
 camera XYZ->camera matrices) and the white balance and brightness gains (random, with
 highlights protected). The constants below are the published ones (Brooks et al. 2019, Table/
-supplement and their Apache-2.0 reference implementation, as summarised in
-``shared/data/published_noise/unprocessing_brooks2019/unprocess_params.json``); they are
+supplement and their Apache-2.0 reference implementation); they are
 embedded so that an installed dpcal needs no data files. The code is written from the
 equations, not copied.
 
@@ -17,12 +16,10 @@ smoothstep has infinite slope exactly at 0 and 1).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
-
 import torch
 
-from dpcal.sim.config import LINEARIZE
-from dpcal.sim.ops import Generators, draw
+from dpcal.physics.noise import Generators, draw
+from dpcal.physics.tone import LINEARIZE, linear_to_srgb, srgb_to_linear
 
 #: XYZ -> camera matrices of four cameras (Brooks et al. 2019); a random convex combination
 #: of them is drawn per image.
@@ -43,8 +40,6 @@ HIGHLIGHT = 0.9  # gray level above which the inverse gains fade out (highlight 
 
 __all__ = [
     "LINEARIZE",
-    "srgb_to_linear",
-    "linear_to_srgb",
     "UnprocessParams",
     "sample_unprocess_params",
     "unprocess",
@@ -55,32 +50,6 @@ __all__ = [
     "inverse_tone_lut",
     "camera_colors",
 ]
-
-
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """Inverse sRGB transfer function (exact piecewise form).
-
-    Examples
-    --------
-    >>> round(srgb_to_linear(torch.tensor(0.5)).item(), 4)
-    0.214
-    """
-    lo = x / 12.92
-    hi = ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4
-    return torch.where(x <= 0.04045, lo, hi)
-
-
-def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    """sRGB transfer function (for display).
-
-    Examples
-    --------
-    >>> round(linear_to_srgb(torch.tensor(0.214)).item(), 3)
-    0.5
-    """
-    lo = x * 12.92
-    hi = 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055
-    return torch.where(x <= 0.0031308, lo, hi)
 
 
 @dataclasses.dataclass
@@ -105,13 +74,6 @@ class UnprocessParams:
         """``(B, 3)``: ``[1/red, 1, 1/blue] / rgb_gain``."""
         one = torch.ones_like(self.red_gain)
         return torch.stack([1 / self.red_gain, one, 1 / self.blue_gain], 1) / self.rgb_gain[:, None]
-
-    def to_rows(self) -> list[dict]:
-        """One plain dict per image (for manifests and logs)."""
-        return [
-            {"rgb_gain": float(self.rgb_gain[i]), "red_gain": float(self.red_gain[i]), "blue_gain": float(self.blue_gain[i])}
-            for i in range(len(self.rgb_gain))
-        ]
 
 
 def sample_unprocess_params(batch: int, generator: Generators = None, *, dtype=torch.float32, device=None) -> UnprocessParams:
@@ -192,19 +154,17 @@ def camera_colors(x: torch.Tensor, params: UnprocessParams) -> torch.Tensor:
 
     Brooks et al. multiply the camera image by ``max(m + (1 - m) g, g)`` with
     ``m = (max(gray - 0.9, 0) / 0.1)^2``; that equals ``g (1 + m max(1/g - 1, 0))``, so the gains
-    fold into the colour matrix and the highlight term is only evaluated for images that have
-    highlights (same result, fewer passes over the pixels).
+    fold into the colour matrix.
     """
     m3 = params.rgb2cam.to(x.dtype)
     gains = params.inverse_gains.to(x.dtype)
     y = _ccm(x, gains[:, :, None] * m3)
     gray = torch.einsum("bj,bjhw->bhw", m3.mean(1), x)[:, None]  # mean of the camera channels
-    hl = (gray > HIGHLIGHT).flatten(1).any(1)
-    if bool(hl.any()):
-        m = ((gray[hl] - HIGHLIGHT).clamp(min=0) * (1 / (1 - HIGHLIGHT))) ** 2
-        c = (1 / gains[hl] - 1).clamp(min=0)[:, :, None, None]
-        y = y.clone() if y.requires_grad else y
-        y[hl] = y[hl] * (1 + m * c)
+    # Evaluated for every image (no data-dependent branch, so the model traces into one graph);
+    # where no pixel is above the threshold the factor is exactly 1.
+    m = ((gray - HIGHLIGHT).clamp(min=0) * (1 / (1 - HIGHLIGHT))) ** 2
+    c = (1 / gains - 1).clamp(min=0)[:, :, None, None]
+    y = y * (1 + m * c)
     return y.clamp(0.0, 1.0)
 
 
@@ -241,8 +201,3 @@ def linearize(x: torch.Tensor, method: str, params: UnprocessParams | None = Non
             raise ValueError("unprocess needs UnprocessParams (see sample_unprocess_params)")
         return camera_colors(x, params)
     return x
-
-
-def stack_params(parts: Sequence[UnprocessParams]) -> UnprocessParams:
-    """Concatenate parameter batches."""
-    return UnprocessParams(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(UnprocessParams)))

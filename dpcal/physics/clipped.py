@@ -1,14 +1,15 @@
-"""Moments of the clipped normal distribution (Foi 2009), both clipping ends.
+"""Moments of clipped noisy observations: the clipped normal (Foi 2009), both clipping ends,
+and the exact clipped Poisson-Gaussian mixture of the simulator.
 
 A raw value is ``z = clip(y + s * N(0, 1), lo, hi)`` with ``s = sigma(y) = sqrt(a y + b)``
-(REFERENCE.md section 4). With ``l = (lo - y) / s`` and ``h = (hi - y) / s``:
+With ``l = (lo - y) / s`` and ``h = (hi - y) / s``:
 
 * ``E  = lo Phi(l) + hi (1 - Phi(h)) + y (Phi(h) - Phi(l)) + s (phi(l) - phi(h))``
 * ``E2 = lo^2 Phi(l) + hi^2 (1 - Phi(h)) + (y^2 + s^2)(Phi(h) - Phi(l))
   + 2 y s (phi(l) - phi(h)) + s^2 (l phi(l) - h phi(h))``
 * clipped std ``= sqrt(E2 - E^2)``.
 
-With ``lo = 0, hi = 1`` these are exactly the formulas of REFERENCE.md. ``E2 - E**2`` loses
+``E2 - E**2`` loses
 every digit when ``s << y``, so :func:`clipped_std` evaluates the same variance in a
 shift-free form: ``var = s^2 g(l, h)`` with ``g`` a function of the standardised bounds only.
 Everything is vectorised over numpy broadcasting and computed in float64.
@@ -100,7 +101,7 @@ def clipped_mean_std(mu, s, lo=0.0, hi=1.0, skew=None) -> tuple[np.ndarray, np.n
     """Mean and standard deviation of ``clip(N(mu, s^2), lo, hi)``, numerically stable.
 
     ``skew`` (optional, array_like) adds the first-order Edgeworth correction for a skewed
-    variable (see :func:`poisson_skew`); ``None`` gives the normal formulas of REFERENCE.md.
+    variable (see :func:`poisson_skew`); ``None`` gives the normal formulas.
 
     Examples
     --------
@@ -191,3 +192,56 @@ def invert_clipped_mean(u, a: float, b: float, lo=0.0, hi=1.0, iters: int = 30, 
         if np.all(np.abs(step) < 1e-8 * np.maximum(s, 1e-12)):
             break
     return t
+
+
+def clipped_normal_moments(mu, s):
+    """Mean and variance of ``clip(N(mu, s^2), 0, 1)``; ``s == 0`` gives the clipped point mass.
+
+    Examples
+    --------
+    >>> m, v = clipped_normal_moments(0.0, 1.0)
+    >>> round(float(m), 4)   # half the mass at 0, the other half a half-normal capped at 1
+    0.3156
+    """
+    mu, s = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s, dtype=np.float64))
+    safe = np.where(s > 0, s, 1.0)
+    m, sd = clipped_mean_std(mu, safe)
+    return np.where(s > 0, m, np.clip(mu, 0.0, 1.0)), np.where(s > 0, sd * sd, 0.0)
+
+
+def clipped_poisson_gaussian_moments(x, alpha, sigma, tail: float = 1e-12):
+    """Mean and variance of ``clip(alpha * Poisson(x / alpha) + N(0, sigma^2), 0, 1)``, exactly.
+
+    Sums the clipped-normal moments of each Poisson component ``k`` (mean ``alpha k``, std
+    ``sigma``) weighted by its probability, over all ``k`` except a tail of mass below ``tail``.
+    ``alpha == 0`` reduces to :func:`clipped_normal_moments` at ``x``.
+
+    Parameters
+    ----------
+    x, alpha, sigma : float (scalars)
+
+    Returns
+    -------
+    (mean, var) : floats
+
+    Examples
+    --------
+    >>> m, v = clipped_poisson_gaussian_moments(0.5, 1e-6, 1e-3)   # almost no clipping
+    >>> round(m, 6), round(v / (1e-6 * 0.5 + 1e-6), 3)
+    (0.5, 1.0)
+    """
+    x, alpha, sigma = float(x), float(alpha), float(sigma)
+    if alpha <= 0:
+        m, v = clipped_normal_moments(x, sigma)
+        return float(m), float(v)
+    from scipy.stats import poisson
+
+    lam = max(x, 0.0) / alpha
+    k0, k1 = poisson.ppf(tail, lam), poisson.ppf(1 - tail, lam)
+    k = np.arange(int(max(k0, 0)), int(k1) + 1)
+    p = poisson.pmf(k, lam)
+    p = p / p.sum()
+    m, v = clipped_normal_moments(alpha * k, sigma)
+    mean = float(np.sum(p * m))
+    second = float(np.sum(p * (v + m**2)))
+    return mean, max(second - mean**2, 0.0)
