@@ -62,8 +62,9 @@ def _interior(sets: LevelSets) -> np.ndarray:
     return (room > INTERIOR_STD * sets.std) & np.isfinite(sets.std) & (sets.std > 0) & (sets.n >= 8)
 
 
-def _wls(y, v, d, cols: int, iters: int = 4):
-    """Robust (Cauchy-reweighted) WLS of ``v = a y + b [+ c y^2]``; returns (coef, cov, chi2)."""
+def variance_wls(y, v, d, cols: int, iters: int = 4):
+    """Robust (Cauchy-reweighted) WLS of set variances ``v = a y + b [+ c y^2]`` (``cols`` 2 or
+    3), weights ``1 / var(v) = 1 / (4 d v^2)``; returns ``(coef, cov, chi2_red)``."""
     X = np.stack([y, np.ones_like(y), y * y][:cols], 1)
     model = np.maximum(v, 1e-30)
     coef = np.zeros(cols)
@@ -107,7 +108,7 @@ def fit_quadratic(sets: LevelSets) -> Quadratic | None:
     y, v, d = s.level, s.std**2, s.d
     if np.ptp(y) < 0.1 * float(np.median(s.hi - s.lo)):
         return None
-    coef, cov, _ = _wls(y, v, d, 3)
+    coef, cov, _ = variance_wls(y, v, d, 3)
     std = np.sqrt(np.maximum(np.diag(cov), 0.0))
     blocks = s.parts.get("block") if s.parts else None
     if blocks is not None:
@@ -115,7 +116,7 @@ def fit_quadratic(sets: LevelSets) -> Quadratic | None:
         for b in np.unique(blocks):
             keep = blocks != b
             if keep.sum() >= 6 and np.ptp(y[keep]) > 0:
-                est.append(_wls(y[keep], v[keep], d[keep], 3)[0])
+                est.append(variance_wls(y[keep], v[keep], d[keep], 3)[0])
         k = len(est)
         if k >= 3:
             e = np.asarray(est)
@@ -126,7 +127,7 @@ def fit_quadratic(sets: LevelSets) -> Quadratic | None:
     if std[2] > 0 and np.isfinite(std[2]):
         lin = []
         for cc in (coef[2] - std[2], coef[2] + std[2]):
-            lin.append(_wls(y, np.maximum(v - cc * y * y, 1e-30), d, 2)[0])
+            lin.append(variance_wls(y, np.maximum(v - cc * y * y, 1e-30), d, 2)[0])
         da = (lin[1][0] - lin[0][0]) / (2 * std[2])
         db = (lin[1][1] - lin[0][1]) / (2 * std[2])
     return Quadratic(float(coef[0]), float(coef[1]), float(coef[2]), float(std[0]), float(std[1]), float(std[2]),
