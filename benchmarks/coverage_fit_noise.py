@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dpcal.cfa import PLANES  # noqa: E402
-from dpcal.noise.calibrate import run_fit_noise  # noqa: E402
+from dpcal.workflows.fit_noise import run_fit_noise  # noqa: E402
 from dpcal.synth import gray_chart, synthetic_capture  # noqa: E402
 
 H, W = 816, 1088

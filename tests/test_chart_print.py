@@ -11,8 +11,10 @@ from dpcal.chart import build_spec, chart_raster
 from dpcal.chart.geometry import pose_mapping
 from dpcal.chart.render import render_capture
 from dpcal.io.raw import RawImage
-from dpcal.psf.field import PSFField, gaussian_kernel
-from dpcal.psf.fit import compare_fields, fit_psf, node_grid
+from dpcal.physics.optics import PSFField, gaussian_kernel
+from dpcal.psf.fit import fit_psf
+from dpcal.psf.qa import compare_fields
+from dpcal.psf.tiles import node_grid
 from tests.conftest import run_cli
 
 

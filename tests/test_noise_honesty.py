@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dpcal.errors import FitError
-from dpcal.noise.calibrate import run_fit_noise
+from dpcal.workflows.fit_noise import run_fit_noise
 from dpcal.synth import gray_chart, synthetic_capture
 
 H, W = 544, 816
