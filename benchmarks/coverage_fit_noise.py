@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from dpcal.cfa import PLANES  # noqa: E402
 from dpcal.workflows.fit_noise import run_fit_noise  # noqa: E402
-from dpcal.synth import gray_chart, synthetic_capture  # noqa: E402
+from dpcal.testing.captures import gray_chart, synthetic_capture  # noqa: E402
 
 H, W = 816, 1088
 ALPHA = {"R": 2.4e-4, "Gr": 1.5e-4, "Gb": 1.5e-4, "B": 3.0e-4}

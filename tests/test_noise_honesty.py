@@ -7,7 +7,7 @@ import pytest
 
 from dpcal.errors import FitError
 from dpcal.workflows.fit_noise import run_fit_noise
-from dpcal.synth import gray_chart, synthetic_capture
+from dpcal.testing.captures import gray_chart, synthetic_capture
 
 H, W = 544, 816
 ALPHA = {"R": 2.4e-4, "Gr": 1.5e-4, "Gb": 1.5e-4, "B": 3.0e-4}
