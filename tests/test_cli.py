@@ -95,9 +95,29 @@ def test_info_headerless(tmp_path):
 
 
 def test_demo(tmp_path):
+    """The whole pipeline (short training here; the README's command trains longer)."""
     out = tmp_path / "demo"
-    doc = json.loads(run_cli("demo", "--out", str(out), "--json").stdout)
+    doc = json.loads(run_cli("demo", "--out", str(out), "--steps", "6", "--json").stdout)
     assert doc["capture"]["pattern"] == "BGGR" and doc["capture"]["iso"] == 1600
     assert (out / "summary.json").is_file()
+    # Calibration made a profile, and the data were simulated with it.
+    from dpcal.profile import load_profile
+
+    fitted = load_profile(out / "camera" / "demo-camera.json")
+    assert fitted.psf_path() is not None and fitted.psf_path().is_file()
+    assert max(abs(r["alpha_rel_err"]) for r in doc["fit_noise"]) < 0.1
+    assert doc["simulate"]["ok"] == doc["simulate"]["images"] > 0
+    # Both models were trained and evaluated at every demo light level; the report shows them.
+    res = {r["name"]: r for r in doc["eval"]["results"]}
+    assert set(res) == {"joint", "raw"}
+    assert all(len(r["per_lux"]) == 4 and 0 <= r["top1"] <= 1 for r in res.values())
+    report = (out / "report.md").read_text()
+    for name, r in res.items():
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |") and "/" in line)
+        first = r["per_lux"][0]
+        assert f"{100 * first['top1']:.2f} / {100 * first['top5']:.2f}" in row
+    for link in ("eval/panel.png", "eval/accuracy_vs_lux.png", "runs/joint/curve.png", "runs/raw/curve.png",
+                 "eval/report.md"):
+        assert link in report and (out / link).is_file(), link
     r = run_cli("demo", "--out", str(out), check=1)
     assert "--overwrite" in r.stderr
