@@ -41,16 +41,16 @@ def draw_shape(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     fg, bg = _colours(rng)
     if cls == "dots":
-        a, period = rng.uniform(0, np.pi / 2), rng.uniform(0.15, 0.3)
+        a, period = rng.uniform(0, np.pi / 2), rng.uniform(0.25, 0.45)
         u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
         fu, fv = np.mod(u / period + rng.uniform(), 1.0) - 0.5, np.mod(v / period + rng.uniform(), 1.0) - 0.5
         mask = fu ** 2 + fv ** 2 < rng.uniform(0.2, 0.35) ** 2
     elif cls == "stripes":
-        a, period = rng.uniform(0, np.pi), rng.uniform(0.15, 0.3)
+        a, period = rng.uniform(0, np.pi), rng.uniform(0.25, 0.45)
         u = xx * np.cos(a) + yy * np.sin(a)
         mask = np.mod(u / period + rng.uniform(), 1.0) < 0.5
     elif cls == "checks":
-        a, period = rng.uniform(0, np.pi / 2), rng.uniform(0.15, 0.3)
+        a, period = rng.uniform(0, np.pi / 2), rng.uniform(0.25, 0.45)
         u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
         mask = (np.floor(u / period + rng.uniform()) + np.floor(v / period + rng.uniform())) % 2 == 0
     elif cls == "plain":
