@@ -290,3 +290,19 @@ def test_bad_input_one_line_exit_1(folder, ckpts, tmp_path):
     _one_line_error(run_cli("eval", str(big), "--data", str(dst), check=1), "64 px")
     with pytest.raises(BadInputError, match="lux or lux_sweep"):
         evaluate([ckpts["raw"]], folder, lux=3, lux_sweep=[3])
+
+
+def test_eval_of_a_run_reproduces_its_validation_numbers(folder, tmp_path):
+    """Settings default to the checkpoint's: evaluating the run's validation folder gives the
+    trainer's own validation accuracy (same crops, noise seeds and light level)."""
+    from dpcal.learn.config import resolve_config
+    from dpcal.learn.trainer import train
+
+    cfg = resolve_config(dict(mode="raw", data=str(folder), val_data=str(folder), size=32, batch_size=8, width=0.25,
+                              lux=(2.0, 20.0), workers=0, steps=6, seed=4, lr=4e-3))
+    res = train(cfg, tmp_path / "run", progress=False)
+    ev = evaluate([tmp_path / "run"], folder, panel_images=0).results[0]
+    assert ev["n"] == res["val"]["n"] == 24
+    assert ev["top1"] == pytest.approx(res["val"]["top1"], abs=1e-9)
+    assert ev["top5"] == pytest.approx(res["val"]["top5"], abs=1e-9)
+    assert ev["seed"] == 4 and ev["per_lux"][0]["lux"] == [2.0, 20.0]
