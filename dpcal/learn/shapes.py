@@ -2,11 +2,16 @@
 
 Used by ``dpcal demo`` (and the tests) so the whole pipeline runs with no download. Four
 texture classes that differ in **structure**, not colour, so a classifier has to see through the
-noise: ``checks`` (a rotated checkerboard), ``dots`` (a rotated lattice of discs), ``plain`` (no
-pattern, only the shading) and ``stripes`` (parallel bars at a random angle). Textures fill the
-frame, so the random crops of training keep the class visible. Colours, periods, angles, phases
-and a smooth shading gradient are random; every image is a deterministic function of
-``(seed, class, index)``.
+noise: ``dots`` (a lattice of discs), ``hstripes`` and ``vstripes`` (horizontal and vertical
+bars, within 9 degrees) and ``plain`` (no pattern, only the shading). Textures fill the frame,
+so the random crops of training keep the class visible. Colours (foreground and background at
+least 0.5 apart in one channel), periods, phases, the small tilt and a smooth shading gradient
+are random; every image is a deterministic function of ``(seed, class, index)``.
+
+Why these classes: a tiny MobileNet-v1 (width 0.25, 32 px) learns them from clean images in a
+few hundred steps (94 % after 300 steps of batch 16 on 800 images, measured), so a short demo
+run shows what noise does rather than how slowly a classifier learns; rotated checkerboards,
+dots and stripes stayed near 50 % at that budget.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 __all__ = ["SHAPE_CLASSES", "draw_shape", "make_shapes_dataset"]
 
-SHAPE_CLASSES = ("checks", "dots", "plain", "stripes")
+SHAPE_CLASSES = ("dots", "hstripes", "plain", "vstripes")
 
 
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -40,19 +45,16 @@ def draw_shape(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     fg, bg = _colours(rng)
+    jitter = rng.uniform(-0.15, 0.15)  # radians: the classes are about orientation, so keep it small
     if cls == "dots":
-        a, period = rng.uniform(0, np.pi / 2), rng.uniform(0.25, 0.45)
-        u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
-        fu, fv = np.mod(u / period + rng.uniform(), 1.0) - 0.5, np.mod(v / period + rng.uniform(), 1.0) - 0.5
+        period = rng.uniform(0.25, 0.45)
+        fu = np.mod(xx / period + rng.uniform(), 1.0) - 0.5
+        fv = np.mod(yy / period + rng.uniform(), 1.0) - 0.5
         mask = fu ** 2 + fv ** 2 < rng.uniform(0.2, 0.35) ** 2
-    elif cls == "stripes":
-        a, period = rng.uniform(0, np.pi), rng.uniform(0.25, 0.45)
+    elif cls in ("hstripes", "vstripes"):
+        a, period = (np.pi / 2 if cls == "hstripes" else 0.0) + jitter, rng.uniform(0.25, 0.45)
         u = xx * np.cos(a) + yy * np.sin(a)
         mask = np.mod(u / period + rng.uniform(), 1.0) < 0.5
-    elif cls == "checks":
-        a, period = rng.uniform(0, np.pi / 2), rng.uniform(0.25, 0.45)
-        u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
-        mask = (np.floor(u / period + rng.uniform()) + np.floor(v / period + rng.uniform())) % 2 == 0
     elif cls == "plain":
         mask = np.zeros((size, size), bool)
     else:
@@ -71,7 +73,7 @@ def make_shapes_dataset(root: str | os.PathLike, n_per_class: int, *, size: int 
     >>> import tempfile
     >>> root = make_shapes_dataset(tempfile.mkdtemp(), 2, size=16)
     >>> sorted(p.name for p in root.iterdir())
-    ['checks', 'dots', 'plain', 'stripes']
+    ['dots', 'hstripes', 'plain', 'vstripes']
     """
     import cv2
 
