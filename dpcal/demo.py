@@ -217,7 +217,8 @@ def _demo_eval(out: Path, runs: list[Path], val: Path, seed: int) -> dict:
     from dpcal.evaluate import evaluate
     from dpcal.evaluate.report import write_report
 
-    res = evaluate([str(r) for r in runs], val, lux_sweep=list(DEMO_LUX), seed=seed, panel_images=4)
+    res = evaluate([str(r) for r in runs], val, lux_sweep=list(DEMO_LUX), seed=seed, panel_images=4,
+                   panel_lux=DEMO_TRAIN_LUX[0])
     written = write_report(res, out / "eval", overwrite=True, title="dpcal demo: evaluation",
                            command=f"dpcal eval {' '.join(str(r) for r in runs)} --data {val} "
                                    f"--lux-sweep {','.join(f'{v:g}' for v in DEMO_LUX)} --seed {seed}")

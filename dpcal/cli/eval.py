@@ -24,6 +24,7 @@ from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite
               help="With --raw: reduce captures by taking one sample per group (noise as captured) or averaging.")
 @click.option("--white-balance/--no-white-balance", default=None,
               help="With --raw: apply the as-shot white balance [on for reference-mode checkpoints].")
+@click.option("--panel-lux", type=float, help="The --lux-sweep value the report's image panel shows [the first].")
 @click.option("--max-images", type=int, help="Evaluate an evenly spread subset of this many images.")
 @click.option("--predictions", type=click.Path(dir_okay=False), help="Write one CSV row per image and pass.")
 @click.option("--report", type=click.Path(file_okay=False), help="Write report.md, tables and plots into this folder.")
@@ -32,8 +33,8 @@ from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite
               help="Data loader processes (decode + simulate).")
 @overwrite_option
 @json_option
-def eval_(checkpoints, data, lux, lux_sweep, seed, sim_mode, raw, profile, iso, resample, white_balance, max_images,
-          predictions, report, batch_size, workers, overwrite, as_json):
+def eval_(checkpoints, data, lux, lux_sweep, seed, sim_mode, raw, profile, iso, resample, white_balance, panel_lux,
+          max_images, predictions, report, batch_size, workers, overwrite, as_json):
     """Evaluate CHECKPOINTS (checkpoint files or `dpcal train` run folders) on labelled data.
 
     \b
@@ -74,7 +75,7 @@ def eval_(checkpoints, data, lux, lux_sweep, seed, sim_mode, raw, profile, iso, 
     lux_v = None if lux is None else parse_lux(lux)
     res = evaluate(checkpoints, data, lux=lux_v, lux_sweep=sweep, seed=seed, sim_mode=sim_mode, raw=raw,
                    profile=profile, iso=iso, white_balance=white_balance, resample=resample, batch_size=batch_size,
-                   workers=workers, max_images=max_images, panel_images=4 if report else 0,
+                   workers=workers, max_images=max_images, panel_images=4 if report else 0, panel_lux=panel_lux,
                    progress=not as_json or os.isatty(2))
     if predictions:
         write_predictions(res.predictions, predictions)
@@ -84,12 +85,7 @@ def eval_(checkpoints, data, lux, lux_sweep, seed, sim_mode, raw, profile, iso, 
 
         written = write_report(res, report, overwrite=overwrite, command=shlex.join(["dpcal", *sys.argv[1:]]))
     if as_json:
-        doc = res.to_json()
-        if predictions:
-            doc["predictions"] = predictions
-        if report:
-            doc["report"] = str(written["report.md"])
-        emit_json(doc)
+        emit_json(res.to_json())
         return
     from dpcal.evaluate.report import markdown_table, results_table
 

@@ -31,17 +31,22 @@ def _first_batches(loader, n: int) -> dict:
     return {k: torch.cat(v)[:n] for k, v in parts.items()}
 
 
-def make_panel(models, passes, source, n: int) -> dict | None:
+def make_panel(models, passes, source, n: int, lux: float | None = None) -> dict | None:
     """For ``n`` evenly spread images: the clean image (when the data have one), the noisy mosaic
     demosaicked (Malvar-He-Cutler), and each model's stage output
     (:meth:`dpcal.learn.models.Pipeline.stage_output`; a clean-image classifier sees the clean
-    image), at the first pass of each model. See :class:`dpcal.evaluate.run.Evaluation`."""
+    image), at the pass of each model with illuminance ``lux`` (default, or when it has none:
+    its first pass). See :class:`dpcal.evaluate.run.Evaluation`."""
     from dpcal.learn.data import ImageDataset, collate
     from dpcal.learn.models.conventional import demosaic_mhc
 
     first = {}
     for p in passes:
         first.setdefault(p.model_index, p)
+    if lux is not None:
+        for p in passes:
+            if isinstance(p.lux, (int, float)) and abs(p.lux - lux) <= 1e-9 * lux:
+                first[p.model_index] = p
     if not first:
         return None
     count = min(n, min(len(p.keys) for p in first.values()))

@@ -138,8 +138,9 @@ class Evaluation:
     data: dict
 
     def to_json(self) -> dict:
-        """``{"results": [...], "data": {...}}``: the document ``dpcal eval --json`` prints."""
-        return {"results": self.results, "data": self.data}
+        """``{"results": [...]}``, each result with the ``data`` description: the document
+        ``dpcal eval --json`` prints."""
+        return {"results": [{**r, "data": self.data} for r in self.results]}
 
 
 # -- passes ----------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
              raw: bool = False, profile: str | None = None, iso: float | None = None,
              white_balance: bool | None = None, resample: str = "subsample", batch_size: int = 64,
              workers: int = 0, max_images: int | None = None, panel_images: int = 4,
-             progress: bool = False) -> Evaluation:
+             panel_lux: float | None = None, progress: bool = False) -> Evaluation:
     """Evaluate checkpoints on labelled data.
 
     Parameters
@@ -324,6 +325,8 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
         Evaluate an evenly spread subset of this many images.
     panel_images : int
         Images of the Figure-5 panel (0: none).
+    panel_lux : float, optional
+        The pass the panel shows (a ``lux_sweep`` value; default: each model's first pass).
     progress : bool
         A progress bar on stderr.
 
@@ -415,7 +418,7 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
     if panel_images:
         from dpcal.evaluate.panel import make_panel
 
-        panel = make_panel(models, passes, source, panel_images)
+        panel = make_panel(models, passes, source, panel_images, panel_lux)
     return Evaluation(results, predictions, panel, _describe_data(source))
 
 
