@@ -113,7 +113,7 @@ def test_demo(tmp_path):
     assert all(len(r["per_lux"]) == 4 and 0 <= r["top1"] <= 1 for r in res.values())
     report = (out / "report.md").read_text()
     for name, r in res.items():
-        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |") and "/" in line)
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |") and " / " in line)
         first = r["per_lux"][0]
         assert f"{100 * first['top1']:.2f} / {100 * first['top5']:.2f}" in row
     for link in ("eval/panel.png", "eval/accuracy_vs_lux.png", "runs/joint/curve.png", "runs/raw/curve.png",

@@ -31,10 +31,11 @@ from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Data loader processes (decode + simulate).")
+@click.option("--device", help="Where the models run: cpu, cuda, cuda:1 ... [cpu]")
 @overwrite_option
 @json_option
 def eval_(checkpoints, data, lux, lux_sweep, seed, sim_mode, raw, profile, iso, resample, white_balance, panel_lux,
-          max_images, predictions, report, batch_size, workers, overwrite, as_json):
+          max_images, predictions, report, batch_size, workers, device, overwrite, as_json):
     """Evaluate CHECKPOINTS (checkpoint files or `dpcal train` run folders) on labelled data.
 
     \b
@@ -76,6 +77,7 @@ def eval_(checkpoints, data, lux, lux_sweep, seed, sim_mode, raw, profile, iso, 
     res = evaluate(checkpoints, data, lux=lux_v, lux_sweep=sweep, seed=seed, sim_mode=sim_mode, raw=raw,
                    profile=profile, iso=iso, white_balance=white_balance, resample=resample, batch_size=batch_size,
                    workers=workers, max_images=max_images, panel_images=4 if report else 0, panel_lux=panel_lux,
+                   device=device,
                    progress=not as_json or os.isatty(2))
     if predictions:
         write_predictions(res.predictions, predictions)

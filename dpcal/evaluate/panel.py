@@ -31,7 +31,7 @@ def _first_batches(loader, n: int) -> dict:
     return {k: torch.cat(v)[:n] for k, v in parts.items()}
 
 
-def make_panel(models, passes, source, n: int, lux: float | None = None) -> dict | None:
+def make_panel(models, passes, source, n: int, lux: float | None = None, device=None) -> dict | None:
     """For ``n`` evenly spread images: the clean image (when the data have one), the noisy mosaic
     demosaicked (Malvar-He-Cutler), and each model's stage output
     (:meth:`dpcal.learn.models.Pipeline.stage_output`; a clean-image classifier sees the clean
@@ -66,7 +66,7 @@ def make_panel(models, passes, source, n: int, lux: float | None = None) -> dict
                     panel["clean"] = panel["stages"][m.name]
                 continue
             linear = m.meta["sim"]["config"].get("linearize", "none") != "none"
-            out = m.model.stage_output(b["mosaic"], b["alpha"], b["sigma"])
+            out = m.model.stage_output(*(b[k].to(device) for k in ("mosaic", "alpha", "sigma")))
             panel["stages"][m.name] = _display(out, linear)
             panel["lux"][m.name] = p.label
             if panel["noisy"] is None:

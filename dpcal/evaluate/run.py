@@ -287,7 +287,7 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
              raw: bool = False, profile: str | None = None, iso: float | None = None,
              white_balance: bool | None = None, resample: str = "subsample", batch_size: int = 64,
              workers: int = 0, max_images: int | None = None, panel_images: int = 4,
-             panel_lux: float | None = None, progress: bool = False) -> Evaluation:
+             panel_lux: float | None = None, device: str | None = None, progress: bool = False) -> Evaluation:
     """Evaluate checkpoints on labelled data.
 
     Parameters
@@ -327,6 +327,9 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
         Images of the Figure-5 panel (0: none).
     panel_lux : float, optional
         The pass the panel shows (a ``lux_sweep`` value; default: each model's first pass).
+    device : str, optional
+        Where the models run (``cpu``, ``cuda``, ...; default ``cpu``); decoding and simulation
+        stay in the loader on the CPU.
     progress : bool
         A progress bar on stderr.
 
@@ -349,8 +352,11 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
         raise BadInputError("raw captures need profile (the camera profile whose noise model matches the captures)")
     if resample not in ("subsample", "bin"):
         raise BadInputError(f"resample must be 'subsample' or 'bin', got {resample!r}")
+    dev = torch.device(device or "cpu")
     models = [load_for_eval(c) for c in checkpoints]
     _unique_names(models)
+    for m in models:
+        m.model.to(dev)
 
     captures = None
     if raw:
@@ -399,12 +405,16 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
     with torch.inference_mode():
         for key, group in groups.items():
             for batch in group[0].make_loader(None):
+                on = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
                 for p in group:
                     m = models[p.model_index]
                     t0 = time.perf_counter()
-                    out = m.model(batch["image"]) if m.input_kind == "rgb" else m.model(
-                        batch["mosaic"], batch["alpha"], batch["sigma"])
+                    out = m.model(on["image"]) if m.input_kind == "rgb" else m.model(
+                        on["mosaic"], on["alpha"], on["sigma"])
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
                     model_time[p.model_index] += time.perf_counter() - t0
+                    out = out.cpu()
                     _collect(rows[p.model_index], m, p, batch, out, label_maps[p.model_index])
                 if bar is not None:
                     bar.update(len(batch["label"]))
@@ -418,7 +428,7 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
     if panel_images:
         from dpcal.evaluate.panel import make_panel
 
-        panel = make_panel(models, passes, source, panel_images, panel_lux)
+        panel = make_panel(models, passes, source, panel_images, panel_lux, dev)
     return Evaluation(results, predictions, panel, _describe_data(source))
 
 
