@@ -15,7 +15,7 @@ import torch
 from dpcal.errors import BadInputError
 from dpcal.evaluate import PREDICTION_COLUMNS, evaluate
 from dpcal.evaluate.captures import pattern_offset, reduce_mosaic
-from dpcal.evaluate.metrics import confusion_matrix, per_class_accuracy, topk_correct, topk_predictions
+from dpcal.learn.metrics import confusion_matrix, per_class_accuracy, topk_correct, topk_predictions
 
 from .conftest import run_cli
 from .test_learn_train import _make_folder
@@ -287,7 +287,7 @@ def test_bad_input_one_line_exit_1(folder, ckpts, tmp_path):
     # A model of another geometry than the simulated data.
     big = _save_ckpt(tmp_path / "big.pt", "raw", size=64)
     _one_line_error(run_cli("eval", str(big), "--data", str(dst), check=1), "64 px")
-    with pytest.raises(BadInputError, match="lux or lux_sweep"):
+    with pytest.raises(BadInputError, match="`lux` or `lux_sweep`"):
         evaluate([ckpts["raw"]], folder, lux=3, lux_sweep=[3])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import emit_json, json_option, overwrite_option
+from dpcal.cli.options import emit_json, json_option, overwrite_option, show_progress
 
 
 @click.command()
@@ -12,16 +12,17 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option
               help="Output folder.")
 @click.option("--profile", "profile_id", default="nexus6p-rear", show_default=True, help="Camera profile.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
-@click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per model [150].")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per model [600].")
 @overwrite_option
 @json_option
 def demo(out_dir: str, profile_id: str, seed: int, steps: int | None, overwrite: bool, as_json: bool) -> None:
     """Run the pipeline end to end on data it makes itself (no downloads): calibrate noise and PSF
     into a profile, simulate a labelled data set with it, train the joint model and the
     classifier on RAW briefly, evaluate both, and write report.md."""
-    from dpcal.demo import DEMO_STEPS, run_demo
+    from dpcal.workflows.demo import DEMO_STEPS, run_demo
 
-    s = run_demo(out_dir, profile_id, seed=seed, overwrite=overwrite, steps=steps or DEMO_STEPS)
+    s = run_demo(out_dir, profile_id, seed=seed, overwrite=overwrite, steps=steps or DEMO_STEPS,
+                 progress=show_progress(as_json))
     if as_json:
         emit_json(s)
         return

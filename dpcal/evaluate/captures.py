@@ -97,7 +97,7 @@ def reduce_mosaic(mosaic: np.ndarray, file_pattern: str, pattern: str, size: int
     (4, [9.0, 10.0, 13.0, 14.0])
     """
     if size % 2 or size < 2:
-        raise BadInputError(f"size must be an even number of pixels, got {size}")
+        raise BadInputError(f"`size` must be an even number of pixels, got {size}")
     dy, dx = pattern_offset(file_pattern, pattern)
     h, w = mosaic.shape[0] - dy, mosaic.shape[1] - dx
     k = min(h, w) // size
@@ -117,7 +117,7 @@ def reduce_mosaic(mosaic: np.ndarray, file_pattern: str, pattern: str, size: int
             elif resample == "subsample":
                 red = plane[k // 2::k, k // 2::k][:half, :half]
             else:
-                raise BadInputError(f"resample must be 'subsample' or 'bin', got {resample!r}")
+                raise BadInputError(f"`resample` must be 'subsample' or 'bin', got {resample!r}")
             out[py::2, px::2] = red
     return out.astype(np.float32), (k * k if resample == "bin" else 1)
 
@@ -198,7 +198,7 @@ class CaptureDataset(torch.utils.data.Dataset):
                 r = read_raw(path)
                 file_iso = r.iso if r.iso else iso
                 if not file_iso:
-                    raise BadInputError("the file has no ISO in its metadata; give iso")
+                    raise BadInputError("the file has no ISO in its metadata; pass `iso=ISO`")
                 m, n = reduce_mosaic(r.normalized(), r.pattern, pattern, size, resample)
             except BadInputError as e:
                 msg = str(e).replace(f"{path}: ", "")

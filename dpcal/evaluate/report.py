@@ -183,7 +183,7 @@ def write_report(evaluation, out: str | os.PathLike, *, overwrite: bool = False,
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out} is a file; the report needs a folder")
     if out.is_dir() and any((out / f).exists() for f in REPORT_FILES) and not overwrite:
-        raise BadInputError(f"{out} already holds a report; pass overwrite to replace it")
+        raise BadInputError(f"{out} already holds a report; pass `overwrite=True` to replace it")
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     res = evaluation.results

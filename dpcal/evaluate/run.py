@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dpcal.errors import BadInputError
-from dpcal.evaluate.metrics import (
+from dpcal.learn.metrics import (
     confusion_matrix,
     per_class_accuracy,
     psnr_per_image,
@@ -188,7 +188,7 @@ def _sim_config(m: LoadedModel, lux, sim_mode: str | None, profile) -> tuple[dic
         fields = {**base, "lux": lo_hi}
     cfg = SimConfig(**fields).resolve(prof).to_dict()
     if cfg["pattern"] != m.pattern:
-        raise BadInputError(f"{m.checkpoint}: the model reads {m.pattern} mosaics, but simulating with sim_mode "
+        raise BadInputError(f"{m.checkpoint}: the model reads {m.pattern} mosaics, but simulating with `sim_mode` "
                             f"{cfg['mode']!r} and profile {prof.id!r} gives {cfg['pattern']}; use the checkpoint's "
                             "settings")
     return prof.doc, cfg
@@ -347,11 +347,11 @@ def evaluate(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike, 
     if not checkpoints:
         raise BadInputError("give at least one checkpoint or run folder")
     if lux is not None and lux_sweep:
-        raise BadInputError("give lux or lux_sweep, not both")
+        raise BadInputError("give `lux` or `lux_sweep`, not both")
     if raw and profile is None:
-        raise BadInputError("raw captures need profile (the camera profile whose noise model matches the captures)")
+        raise BadInputError("raw captures need `profile` (the camera profile whose noise model matches the captures)")
     if resample not in ("subsample", "bin"):
-        raise BadInputError(f"resample must be 'subsample' or 'bin', got {resample!r}")
+        raise BadInputError(f"`resample` must be 'subsample' or 'bin', got {resample!r}")
     dev = torch.device(device or "cpu")
     models = [load_for_eval(c) for c in checkpoints]
     _unique_names(models)

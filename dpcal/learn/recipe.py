@@ -66,15 +66,15 @@ def init_from(model, cfg: TrainConfig, classes: list[str]) -> str:
     src.load_state_dict(doc["state_dict"])
     dst_cls, src_cls = classifier_of(model), classifier_of(src)
     if dst_cls is None or src_cls is None:
-        raise BadInputError(f"--init {cfg.init}: it has no classifier to start from (model {doc['model']['name']!r})")
+        raise BadInputError(f"`init` {cfg.init}: it has no classifier to start from (model {doc['model']['name']!r})")
     from dpcal.learn.models import model_spec
 
     a, b = model_spec(dst_cls), model_spec(src_cls)
     if a != b:
-        raise BadInputError(f"--init {cfg.init}: its classifier is {b['name']} {b['kwargs']}, this run's is "
+        raise BadInputError(f"`init` {cfg.init}: its classifier is {b['name']} {b['kwargs']}, this run's is "
                             f"{a['name']} {a['kwargs']}; use a checkpoint of the same classifier and class count")
     if list(doc.get("classes", [])) != list(classes):
-        raise BadInputError(f"--init {cfg.init}: it was trained on other classes than this data")
+        raise BadInputError(f"`init` {cfg.init}: it was trained on other classes than this data")
     dst_cls.load_state_dict(src_cls.state_dict())
     loaded = "classifier"
     isp_dst, isp_src = getattr(model, "isp", None), getattr(src, "isp", None)

@@ -29,12 +29,12 @@ def prepare_run(out: Path, resume: bool, overwrite: bool) -> dict | None:
     last = out / LAST
     if resume:
         if not last.is_file():
-            raise BadInputError(f"{out} has no checkpoint to resume ({LAST} is missing); drop --resume to start a run")
+            raise BadInputError(f"{out} has no checkpoint to resume ({LAST} is missing); drop `resume` to start a run")
         return load_checkpoint(last)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             what = "a training run" if last.is_file() or (out / "config.json").is_file() else "files"
-            raise BadInputError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to start over")
+            raise BadInputError(f"{out} already holds {what}; pass `resume=True` to continue it or `overwrite=True` to start over")
         for name in ("checkpoints", FINAL, "config.json", "metrics.csv", "metrics.json", "curve.png"):
             p = out / name
             if p.is_dir():
@@ -50,8 +50,8 @@ def check_resume(saved: dict, cfg: TrainConfig, force: bool) -> None:
                if old.to_dict()[k] != cfg.to_dict()[k]]
     if changed and not force:
         detail = ", ".join(f"{k}: {old.to_dict()[k]!r} -> {cfg.to_dict()[k]!r}" for k in changed)
-        raise BadInputError(f"--resume with a changed model or data setting ({detail}); use the run's settings, "
-                            "or pass --force to continue anyway")
+        raise BadInputError(f"`resume` with a changed model or data setting ({detail}); use the run's settings, "
+                            "or pass `force=True` to continue anyway")
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from dpcal._version import __version__
 from dpcal.errors import BadInputError, DpcalError
-from dpcal.evaluate.metrics import topk_correct
+from dpcal.learn.metrics import topk_correct
 from dpcal.io.atomic import write_json_atomic
 from dpcal.learn.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
 from dpcal.learn.config import TrainConfig
@@ -167,7 +167,7 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int) -> list[list[int]]:
     >>> len(b), sorted(b[0] + b[1]) != list(range(8)), b == epoch_batches(10, 4, 0, 0)
     (2, True, True)
     """
-    from dpcal.sim.dataset import derive_seed
+    from dpcal.sim.layout import derive_seed
 
     g = torch.Generator().manual_seed(derive_seed(seed, f"epoch{epoch}"))
     perm = torch.randperm(n, generator=g).tolist()
@@ -299,17 +299,17 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         val_src = val_src.subset(cfg.val_max)
     needs_clean = cfg.mode in ("clean", "reconstruct", "unet")
     if train_src.kind == "simulated" and needs_clean:
-        raise BadInputError(f"--mode {cfg.mode} needs clean images (targets), but {cfg.data} holds simulated mosaics; "
-                            "pass the clean image folders with --profile and --lux instead")
+        raise BadInputError(f"`mode={cfg.mode}` needs clean images (targets), but {cfg.data} holds simulated mosaics; "
+                            "pass the clean image folders with `profile` and `lux` instead")
     if val_src is not None and val_src.kind == "simulated" and needs_clean:
-        raise BadInputError(f"--mode {cfg.mode} needs clean validation images; pass the clean image folders")
+        raise BadInputError(f"`mode={cfg.mode}` needs clean validation images; pass the clean image folders")
 
     if train_src.kind == "simulated":
         card = train_src.card
         prof = load_profile(card["profile"]["id"])
         sim_cfg = dict(card["settings"]["simulator"])
         if cfg.size != card["settings"]["size"]:
-            raise BadInputError(f"{cfg.data} holds {card['settings']['size']} px mosaics; pass --size {card['settings']['size']}")
+            raise BadInputError(f"{cfg.data} holds {card['settings']['size']} px mosaics; pass `size={card['settings']['size']}`")
     else:
         prof = load_profile(cfg.profile)
         sim_cfg = SimConfig(mode=cfg.sim_mode, lux=cfg.lux).resolve(prof).to_dict()
@@ -323,7 +323,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         what = init_from(model, cfg, train_src.classes)
         log.info("initialised the %s from %s", what, cfg.init)
     elif cfg.mode == "isp" and not cfg.init:
-        log.warning("--mode isp without --init trains the classifier from scratch on the ISP's output")
+        log.warning("`mode=isp` without `init` trains the classifier from scratch on the ISP's output")
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -331,9 +331,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     n = len(train_src)
     spe = n // cfg.batch_size
     if spe == 0:
-        raise BadInputError(f"{cfg.data} has {n} images, fewer than one batch of {cfg.batch_size}; lower --batch-size")
+        raise BadInputError(f"{cfg.data} has {n} images, fewer than one batch of {cfg.batch_size}; lower `batch_size`")
     if cfg.batch_size % dist.world:
-        raise BadInputError(f"--batch-size {cfg.batch_size} must be a multiple of the {dist.world} processes")
+        raise BadInputError(f"`batch_size` {cfg.batch_size} must be a multiple of the {dist.world} processes")
     total = cfg.steps if cfg.steps is not None else max(1, int(round(cfg.epochs * spe)))
     phases = plan_phases(cfg, total, has_targets=train_src.kind == "images")
     if cfg.mode == "joint" and train_src.kind == "simulated" and cfg.stage1_fraction > 0:
@@ -371,7 +371,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         # Never replace a good checkpoint with diverged weights (the loss can still look finite).
         if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
             raise TrainingError(f"the weights became non-finite by step {at}; stopped. The last good checkpoint "
-                                f"({out / LAST}) is kept; lower --lr (now {cfg.lr:g}) and rerun with --resume --force")
+                                f"({out / LAST}) is kept; lower `lr` (now {cfg.lr:g}) and rerun with `resume=True` and `force=True`")
         if dist.main:
             save_checkpoint(out / LAST, {**base, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
                                          "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "step": at,
@@ -424,7 +424,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
                 if not math.isfinite(loss_value):
                     raise TrainingError(
                         f"the loss became {loss_value} at step {step + 1}; stopped. The last good checkpoint "
-                        f"({out / LAST}) is kept; lower --lr (now {cfg.lr:g}) and rerun with --resume --force")
+                        f"({out / LAST}) is kept; lower `lr` (now {cfg.lr:g}) and rerun with `resume=True` and `force=True`")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpcal.learn.models.raw import CFATiles
+from dpcal.cfa import PLANES, plane_offsets, validate_pattern
+from dpcal.physics.cfa import cfa_mask, plane_values
 
 __all__ = [
     "ALPHA_FLOOR",
@@ -40,6 +41,7 @@ __all__ = [
     "soft_projection",
     "SoftProjection",
     "AnscombeTransform",
+    "channel_plane_values",
     "PriorUNet",
     "AnscombeNet",
 ]
@@ -90,8 +92,9 @@ def inverse_anscombe_asymptotic(d: torch.Tensor, alpha, sigma) -> torch.Tensor:
 
     The reference code's default. For large counts ``E[f(z)] ~ 2 sqrt(x/alpha + 1/8 +
     (sigma/alpha)^2)``, so this maps ``E[f(z)]`` back to ``x``; at low counts (a few photons)
-    it is biased. It is not the algebraic inverse of :func:`generalized_anscombe`: on a single
-    transformed value it returns ``z + alpha/4``.
+    it is biased: upwards when read noise is small (towards ``+alpha/4`` as ``x -> 0``), downwards
+    when ``sigma/alpha`` is a few counts. It is not the algebraic inverse of
+    :func:`generalized_anscombe`: on a single transformed value it returns ``z + alpha/4``.
 
     Examples
     --------
@@ -115,7 +118,8 @@ def inverse_anscombe_closed_form(d: torch.Tensor, alpha, sigma) -> torch.Tensor:
     ``alpha * max(0, D^2/4 + (1/4) sqrt(3/2) / D - (11/8) / D^2 + (5/8) sqrt(3/2) / D^3 - 1/8
     - (sigma/alpha)^2)``, with ``D`` clamped to at least 1 (where the expression is already
     <= 0). Use it on *denoised* values, i.e. estimates of ``E[f(z)]``: it then returns ``x``
-    with little bias even at a few photons.
+    with little bias even at a few photons (within 0.04 counts of ``x / alpha`` from 0.5 to 100
+    counts and ``sigma/alpha`` up to 2, checked against the exact expectation in the tests).
 
     Examples
     --------
@@ -170,6 +174,28 @@ class SoftProjection(nn.Module):
         return soft_projection(z, y, mask, lam, self.beta)
 
 
+def channel_plane_values(values: torch.Tensor, pattern: str, height: int, width: int) -> torch.Tensor:
+    """Per-plane values ``(B, 4)`` as a map ``(B, 3, H, W)`` for an RGB estimate at every pixel.
+
+    Red reads the R plane and blue the B plane everywhere; green reads ``Gr`` on the rows that
+    hold the red sites and ``Gb`` on the others. At each measured site this is the site's own
+    plane. Used to invert the Anscombe transform of a demosaicked estimate.
+
+    Examples
+    --------
+    >>> v = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    >>> channel_plane_values(v, "GBRG", 2, 2)[0, 1].tolist()   # Gb row on top in GBRG
+    [[3.0, 3.0], [2.0, 2.0]]
+    """
+    offs = plane_offsets(validate_pattern(pattern))
+    out = values.new_empty((values.shape[0], 3, height, width))
+    out[:, 0] = values[:, PLANES.index("R"), None, None]
+    out[:, 2] = values[:, PLANES.index("B"), None, None]
+    for green in ("Gr", "Gb"):
+        out[:, 1, offs[green][0] :: 2] = values[:, PLANES.index(green), None, None]
+    return out
+
+
 class AnscombeTransform(nn.Module):
     """Forward Anscombe layer with min-max normalisation, and its inverse.
 
@@ -192,7 +218,7 @@ class AnscombeTransform(nn.Module):
         super().__init__()
         if inverse not in ("asymptotic", "closed_form"):
             raise ValueError(f"inverse must be 'asymptotic' or 'closed_form', got {inverse!r}")
-        self.cfa = CFATiles(pattern)
+        self.pattern = validate_pattern(pattern)
         self.inverse_kind = inverse
 
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
@@ -212,49 +238,63 @@ class AnscombeTransform(nn.Module):
             ``s = 1 / (hi - lo)``, the std of the (unit-variance) transformed noise after scaling.
         lo : Tensor (B, 1, 1, 1)
         """
-        _check_raw(mosaic, alpha, sigma)
+        alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         h, w = mosaic.shape[-2:]
-        f = generalized_anscombe(mosaic, self.cfa.site_values(alpha, h, w), self.cfa.site_values(sigma, h, w))
+        f = generalized_anscombe(mosaic, plane_values(alpha, self.pattern, h, w), plane_values(sigma, self.pattern, h, w))
         f0 = generalized_anscombe(torch.zeros_like(alpha), alpha, sigma)
         lo = torch.minimum(f.amin(dim=(1, 2, 3)), f0.amin(dim=1)).view(-1, 1, 1, 1)
         hi = torch.maximum(f.amax(dim=(1, 2, 3)), f0.amax(dim=1)).view(-1, 1, 1, 1)
         scale = (hi - lo).clamp(min=torch.finfo(f.dtype).eps).reciprocal()
-        t = (f - lo) * scale * self.cfa.mask(h, w, f.dtype)
+        t = (f - lo) * scale * cfa_mask(self.pattern, h, w, dtype=f.dtype, device=f.device)
         return t, scale, lo
 
     def inverse(self, x: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
         """De-normalise an RGB estimate ``(B, 3, H, W)`` and invert the transform (not clipped)."""
         h, w = x.shape[-2:]
         d = x / scale + lo
-        a = self.cfa.channel_values(alpha, h, w)
-        s = self.cfa.channel_values(sigma, h, w)
+        a = channel_plane_values(alpha, self.pattern, h, w)
+        s = channel_plane_values(sigma, self.pattern, h, w)
         if self.inverse_kind == "closed_form":
             return inverse_anscombe_closed_form(d, a, s)
         return inverse_anscombe_asymptotic(d, a, s)
 
 
-def _check_raw(mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> None:
+def _raw_inputs(mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
+    """Validate a RAW input; return ``alpha, sigma`` in the mosaic's dtype and device.
+
+    (The simulator reports noise parameters in float64; the network may run in float32.)
+    """
     if not isinstance(mosaic, torch.Tensor) or mosaic.ndim != 4 or mosaic.shape[1] != 1:
         raise ValueError(f"mosaic must be a (B, 1, H, W) tensor, got {tuple(getattr(mosaic, 'shape', ()))}")
+    out = []
     for name, v in (("alpha", alpha), ("sigma", sigma)):
         if not isinstance(v, torch.Tensor) or v.shape != (mosaic.shape[0], 4):
             raise ValueError(
                 f"{name} must be a (B, 4) tensor of per-plane values (R, Gr, Gb, B) with B = {mosaic.shape[0]}, "
                 f"got {tuple(getattr(v, 'shape', ()))}"
             )
+        out.append(v.to(mosaic))
+    return out
 
 
 class _CenteredBN(nn.Module):
-    """Batch norm without scale: normalise, then add a learned bias (TF ``center=True, scale=False``)."""
+    """Batch norm without scale: normalise, then add a learned bias (TF ``center=True, scale=False``).
+
+    The only parameter is ``bias``; ``F.batch_norm`` takes a bias without a weight, so this is
+    one fused operation. (Not an ``nn.BatchNorm2d`` subclass: ``convert_sync_batchnorm`` would
+    drop the bias of a non-affine batch norm.)
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         # eps and momentum as the reference (TF decay 0.95 = torch momentum 0.05).
-        self.bn = nn.BatchNorm2d(channels, eps=1e-4, momentum=0.05, affine=False)
+        self.eps, self.momentum = 1e-4, 0.05
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) + self.bias.view(1, -1, 1, 1)
+        return F.batch_norm(x, self.running_mean, self.running_var, None, self.bias, self.training, self.momentum, self.eps)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -370,16 +410,17 @@ class AnscombeNet(nn.Module):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.transform = AnscombeTransform(pattern, inverse)
-        self.pattern = self.transform.cfa.pattern
+        self.pattern = self.transform.pattern
         self.priors = nn.ModuleList(PriorUNet(4, 3, width, levels) for _ in range(iterations))
         self.lam = nn.Parameter(torch.tensor(1.0))
         self.projections = nn.ModuleList(SoftProjection(2.0 ** (k + 1)) for k in range(iterations))
 
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, clip: bool = True) -> torch.Tensor:
         """Reconstruct RGB; ``clip=False`` returns the inverse transform before clipping (for an L1 loss)."""
+        alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         alpha = alpha.clamp(min=ALPHA_FLOOR)
         y, scale, lo = self.transform(mosaic, alpha, sigma)
-        mask = self.transform.cfa.mask(y.shape[-2], y.shape[-1], y.dtype)
+        mask = cfa_mask(self.pattern, y.shape[-2], y.shape[-1], dtype=y.dtype, device=y.device)
         noise = scale.expand(-1, 1, y.shape[-2], y.shape[-1])
         x = y
         for prior, proj in zip(self.priors, self.projections):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpcal.cfa import validate_pattern
-from dpcal.learn.models.anscombe import ALPHA_FLOOR, _check_raw, generalized_anscombe, inverse_anscombe_closed_form
+from dpcal.learn.models.anscombe import ALPHA_FLOOR, _raw_inputs, generalized_anscombe, inverse_anscombe_closed_form
 from dpcal.physics.cfa import pack, unpack
 
 __all__ = ["ConventionalISP", "demosaic_mhc", "nonlocal_means", "bilateral", "gray_world", "DENOISERS"]
@@ -110,13 +110,15 @@ def _offset_filter(f: torch.Tensor, radius: int, patch: int, h2: float, spatial_
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             g = fp[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
-            d = (f - g).square().mean(dim=1, keepdim=True)
+            d = (f - g).square_().mean(dim=1, keepdim=True)
             if patch > 1:
                 d = F.avg_pool2d(d, patch, 1, patch // 2, count_include_pad=False)
-            wt = torch.exp(-(d - 2.0).clamp(min=0.0) / h2)
+            # exp(-80) is still a normal float32: far smaller weights would be denormals, which
+            # are many times slower to multiply and add on CPUs.
+            wt = d.sub_(2.0).clamp_(min=0.0).mul_(-1.0 / h2).clamp_(min=-80.0).exp_()
             if spatial_sigma is not None:
-                wt = wt * math.exp(-(dy * dy + dx * dx) / (2.0 * spatial_sigma**2))
-            acc += wt * g
+                wt.mul_(math.exp(-(dy * dy + dx * dx) / (2.0 * spatial_sigma**2)))
+            acc.addcmul_(wt, g)
             wsum += wt
     return acc / wsum
 
@@ -217,7 +219,7 @@ class ConventionalISP(nn.Module):
 
     @torch.no_grad()
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, clip: bool = True) -> torch.Tensor:
-        _check_raw(mosaic, alpha, sigma)
+        alpha, sigma = _raw_inputs(mosaic, alpha, sigma)
         m = mosaic
         if self.denoise != "none":
             planes = pack(mosaic, self.pattern)

@@ -44,11 +44,28 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class _Classifier(nn.Module):
+    """Feature trunk, global average pooling, dropout, linear; RGB in [0, 1] mapped to [-1, 1]."""
+
+    input_kind = "rgb"
+
+    def _head(self, features: nn.Sequential, channels: int, num_classes: int, dropout: float) -> None:
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(channels, num_classes)
+        _init(self)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(rgb * 2.0 - 1.0)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
 # (output channels, stride) of the 13 depthwise-separable blocks.
 _V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(_Classifier):
     """MobileNet-v1: 3x3 stride-2 stem, 13 depthwise-separable blocks, global pool, linear.
 
     Parameters
@@ -71,8 +88,6 @@ class MobileNetV1(nn.Module):
     torch.Size([2, 10])
     """
 
-    input_kind = "rgb"
-
     def __init__(self, num_classes: int = 1000, width: float = 1.0, dropout: float = 0.0) -> None:
         super().__init__()
         if width <= 0:
@@ -83,15 +98,7 @@ class MobileNetV1(nn.Module):
             cout = make_divisible(cout * width)
             layers += [_conv_bn(c, c, 3, stride, groups=c), _conv_bn(c, cout, 1)]
             c = cout
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(c, num_classes)
-        _init(self)
-
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(rgb * 2.0 - 1.0)).flatten(1)
-        return self.classifier(self.dropout(x))
+        self._head(nn.Sequential(*layers), c, num_classes, dropout)
 
 
 class _InvertedResidual(nn.Module):
@@ -111,7 +118,7 @@ class _InvertedResidual(nn.Module):
 _V2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(_Classifier):
     """MobileNet-v2 with inverted residual blocks.
 
     Parameters
@@ -141,8 +148,6 @@ class MobileNetV2(nn.Module):
     6108776
     """
 
-    input_kind = "rgb"
-
     def __init__(self, num_classes: int = 1000, width: float = 1.4, dropout: float = 0.0) -> None:
         super().__init__()
         if width <= 0:
@@ -156,12 +161,4 @@ class MobileNetV2(nn.Module):
                 c = cout
         last = make_divisible(1280 * max(1.0, width))
         layers.append(_conv_bn(c, last, 1))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(last, num_classes)
-        _init(self)
-
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(rgb * 2.0 - 1.0)).flatten(1)
-        return self.classifier(self.dropout(x))
+        self._head(nn.Sequential(*layers), last, num_classes, dropout)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dpcal.learn.models.raw import CFATiles
+from dpcal.cfa import validate_pattern
+from dpcal.physics.cfa import mosaic3
 
 __all__ = ["Pipeline"]
 
@@ -43,8 +44,7 @@ class Pipeline(nn.Module):
         super().__init__()
         if isp is None and classifier is None:
             raise ValueError("a pipeline needs an isp, a classifier or both")
-        self.cfa = CFATiles(pattern)
-        self.pattern = self.cfa.pattern
+        self.pattern = validate_pattern(pattern)
         stage_pattern = getattr(isp, "pattern", self.pattern)
         if stage_pattern != self.pattern:
             raise ValueError(f"isp pattern {stage_pattern!r} differs from the pipeline's pattern {self.pattern!r}")
@@ -55,9 +55,7 @@ class Pipeline(nn.Module):
         """What the classifier sees: ``(B, 3, H, W)`` in [0, 1]."""
         if self.isp is not None:
             return self.isp(mosaic, alpha, sigma)
-        if mosaic.ndim != 4 or mosaic.shape[1] != 1:
-            raise ValueError(f"mosaic must be a (B, 1, H, W) tensor, got {tuple(mosaic.shape)}")
-        return mosaic * self.cfa.mask(mosaic.shape[-2], mosaic.shape[-1], mosaic.dtype)
+        return mosaic3(mosaic, self.pattern)
 
     def forward(self, mosaic: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x = self.stage_output(mosaic, alpha, sigma)

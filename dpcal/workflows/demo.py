@@ -6,11 +6,28 @@ Each step appends its results to the summary; later pipeline stages add steps he
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
-from dpcal.io.atomic import write_json_atomic
+from dpcal.chart import chart_raster, make_chart
+from dpcal.chart.geometry import pose_mapping
+from dpcal.chart.render import render_capture, write_capture
+from dpcal.errors import BadInputError
+from dpcal.io.atomic import write_bytes_atomic, write_json_atomic
+from dpcal.io.dng import write_dng
+from dpcal.io.raw import read_raw
+from dpcal.physics.optics import PSFField, gaussian_kernel
+from dpcal.profile import load_profile
+from dpcal.psf.estimate import relative_l2
+from dpcal.psf.fit import fit_psf
+from dpcal.testing.captures import gray_chart, synthetic_capture
+from dpcal.testing.shapes import make_shapes_dataset
+from dpcal.workflows.fit_noise import run_fit_noise
+from dpcal.workflows.fit_psf import attach_to_profile
+from dpcal.workflows.simulate import simulate_dataset
 
 log = logging.getLogger("dpcal")
 
@@ -25,25 +42,20 @@ DEMO_VAL_PER_CLASS = 24
 
 
 def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 0, overwrite: bool = False,
-             steps: int = DEMO_STEPS) -> dict:
+             steps: int = DEMO_STEPS, progress: bool = True) -> dict:
     """Run the demo into ``out_dir`` and return its summary (also written as ``summary.json``).
 
     The whole pipeline on data it makes itself: synthetic gray-chart captures of the camera
     ``profile`` at three ISOs -> ``fit-noise`` into a new profile (``camera/demo-camera.json``)
     -> a rendered PSF-chart capture -> ``fit-psf`` attached to that profile -> a labelled shapes
-    data set (:mod:`dpcal.learn.shapes`) simulated with the *fitted* profile -> the joint model
+    data set (:mod:`dpcal.testing.shapes`) simulated with the *fitted* profile -> the joint model
     (Anscombe network + MobileNet-v1) and the classifier on RAW trained briefly -> both
-    evaluated over light levels -> ``report.md``.
+    evaluated over light levels -> ``report.md``. ``progress`` shows the fit-noise progress bar
+    on stderr (when it is a terminal).
     """
-    import time
-
-    from dpcal.errors import BadInputError
-    from dpcal.io.raw import read_raw
-    from dpcal.profile import load_profile
-
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise BadInputError(f"{out} is not empty; pass --overwrite or choose another --out")
+        raise BadInputError(f"{out} is not empty; pass `overwrite=True` or choose another `out`")
     out.mkdir(parents=True, exist_ok=True)
     prof = load_profile(profile)
     summary: dict = {"profile": prof.id, "out": str(out), "timings_s": {}, "cpu_s": {}}
@@ -65,7 +77,7 @@ def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 
     # 2. Calibrate the noise back from them into a new camera profile.
     camera = out / "camera" / "demo-camera.json"
     camera.parent.mkdir(exist_ok=True)
-    summary["fit_noise"] = _demo_fit_noise(captures, prof, out / "noise_plots", camera)
+    summary["fit_noise"] = _demo_fit_noise(captures, prof, out / "noise_plots", camera, progress)
     lap("fit_noise")
 
     # 3. Lens PSFs: a small PSF chart, a rendered capture through a known lens, fit-psf back,
@@ -81,12 +93,8 @@ def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 
     ]
 
     # 5. A labelled data set drawn by dpcal, and a stored simulation of its validation split.
-    from dpcal.learn.shapes import make_shapes_dataset
-
     data = out / "shapes"
     for split, n, s in (("train", DEMO_TRAIN_PER_CLASS, seed), ("val", DEMO_VAL_PER_CLASS, seed + 1)):
-        import shutil
-
         shutil.rmtree(data / split, ignore_errors=True)
         make_shapes_dataset(data / split, n, size=64, seed=s)
     summary["simulate"] = _demo_simulate(out, data / "val", camera, seed)
@@ -111,9 +119,6 @@ def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 
 
 def _demo_capture(out: Path, prof, iso: float, seed: int) -> Path:
     """A synthetic gray-chart capture at ``iso`` with the profile's noise, as a DNG."""
-    from dpcal.io.dng import write_dng
-    from dpcal.synth import gray_chart, synthetic_capture
-
     noise = prof.noise(iso=iso)
     clean, _ = gray_chart(480, 640, np.linspace(0.02, 1.0, 24))
     dn = synthetic_capture(clean, prof.pattern, noise.alpha, noise.sigma, black_level=prof.black_level,
@@ -125,12 +130,10 @@ def _demo_capture(out: Path, prof, iso: float, seed: int) -> Path:
     return path
 
 
-def _demo_fit_noise(captures: list[Path], truth_profile, plots: Path, camera: Path) -> list[dict]:
+def _demo_fit_noise(captures: list[Path], truth_profile, plots: Path, camera: Path, progress: bool) -> list[dict]:
     """Fit the demo captures into the profile ``camera`` and compare with the true camera."""
-    from dpcal.noise.calibrate import run_fit_noise
-
     rep = run_fit_noise([str(c) for c in captures], plots=str(plots), output=str(camera), camera_id="demo-camera",
-                        overwrite=True)
+                        overwrite=True, progress=progress)
     rows = []
     for f in rep["fits"]:
         p = f["plane"]
@@ -147,14 +150,6 @@ def _demo_fit_noise(captures: list[Path], truth_profile, plots: Path, camera: Pa
 
 def _demo_fit_psf(out: Path, prof, seed: int, attach: Path | None = None) -> dict:
     """make-chart -> render-chart -> fit-psf on an 800 x 600 sensor (a few seconds)."""
-    from dpcal.chart import chart_raster, make_chart
-    from dpcal.chart.geometry import pose_mapping
-    from dpcal.chart.render import render_capture, write_capture
-    from dpcal.io.raw import read_raw
-    from dpcal.psf.estimate import relative_l2
-    from dpcal.psf.field import PSFField, gaussian_kernel
-    from dpcal.psf.fit import fit_psf
-
     spec = make_chart("psf", out / "chart", size_mm=(62, 46), dpi=300, square=24, pdf=False, overwrite=True)
     k = 15
     lens = gaussian_kernel(k, 1.4, 1.0, theta=0.5)  # an astigmatic lens
@@ -166,8 +161,6 @@ def _demo_fit_psf(out: Path, prof, seed: int, attach: Path | None = None) -> dic
     res = fit_psf([read_raw(dng)], spec, kernel_size=k, grid=(2, 2))
     res.field.save(out / "field.npz")
     if attach is not None:
-        from dpcal.psf.fit import attach_to_profile
-
         attach_to_profile(attach, out / "field.npz")
     err = relative_l2(res.field.psf, lens)
     log.info("fit-psf on %s: registration RMS %.3f px, kernel error median %.1f %%", dng.name,
@@ -180,8 +173,6 @@ def _demo_fit_psf(out: Path, prof, seed: int, attach: Path | None = None) -> dic
 
 def _demo_simulate(out: Path, src: Path, camera: Path, seed: int) -> dict:
     """``dpcal simulate`` of the validation images with the fitted profile (a stored data set)."""
-    from dpcal.sim.dataset import simulate_dataset
-
     res = simulate_dataset(src, out / "sim_raw", str(camera), lux=DEMO_TRAIN_LUX, size=DEMO_SIZE,
                            seed=seed, workers=0, overwrite=True, preview=out / "sim_preview.png", progress=False)
     return {
@@ -262,7 +253,7 @@ def _demo_report(out: Path, s: dict) -> None:
     sim = s["simulate"]
     lines += ["", "## 2. Data", "",
               f"`shapes/`: {DEMO_TRAIN_PER_CLASS} training and {DEMO_VAL_PER_CLASS} validation images per class of four "
-              "texture classes (dots, horizontal and vertical stripes, plain) that dpcal draws itself (`dpcal.learn.shapes`). "
+              "texture classes (dots, horizontal and vertical stripes, plain) that dpcal draws itself (`dpcal.testing.shapes`). "
               f"Training and evaluation simulate them on the fly with the fitted profile (realistic mode, {DEMO_SIZE} px); "
               f"`dpcal simulate` also stored the validation split at {_lux_text()} in `sim_raw/` "
               f"([preview](sim_preview.png)).", ""]
@@ -286,6 +277,4 @@ def _demo_report(out: Path, s: dict) -> None:
     lines += ["## Timings", "", "| step | wall (s) | CPU (s) |", "|---|---|---|"]
     lines += [f"| {k} | {v:g} | {s['cpu_s'].get(k, float('nan')):g} |" for k, v in s["timings_s"].items()]
     lines += ["", "CPU time of the demo's process (all threads); on a busy machine the wall time is longer.", ""]
-    from dpcal.io.atomic import write_bytes_atomic
-
     write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())

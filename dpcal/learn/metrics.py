@@ -1,4 +1,5 @@
-"""Classification and reconstruction metrics.
+"""Classification and reconstruction metrics: one implementation for the trainer's validation
+and ``dpcal eval`` (:mod:`dpcal.evaluate`).
 
 Top-k follows the usual definition: an image counts as a top-k hit when its label is among the
 ``k`` highest scores, so top-5 is **five** guesses (the paper's reference code counted six on its
