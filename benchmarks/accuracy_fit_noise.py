@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpcal.cfa import PLANES, join_planes  # noqa: E402
 from dpcal.noise.hygiene import prepare_capture  # noqa: E402
-from dpcal.noise.scenes import natural_scene  # noqa: E402
+from dpcal.testing.scenes import natural_scene  # noqa: E402
 from dpcal.noise.single import fit_noise_single  # noqa: E402
-from dpcal.synth import synthetic_capture  # noqa: E402
+from dpcal.testing.captures import synthetic_capture  # noqa: E402
 from tests._noise_data import capture, chart_clean, curve_error, truth  # noqa: E402
 
 CASES = [(100, "RGGB"), (800, "GBRG"), (3200, "BGGR"), (6400, "GRBG")]

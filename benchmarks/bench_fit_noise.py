@@ -29,8 +29,8 @@ import numpy as np
 
 def make_raws(folder: Path, h: int, w: int) -> dict[str, Path]:
     from dpcal.io.dng import write_dng
-    from dpcal.noise.scenes import natural_scene
-    from dpcal.synth import gray_chart, synthetic_capture
+    from dpcal.testing.scenes import natural_scene
+    from dpcal.testing.captures import gray_chart, synthetic_capture
 
     alpha = {"R": 2.4e-3, "Gr": 1.5e-3, "Gb": 1.6e-3, "B": 3.0e-3}
     sigma = {"R": 6e-3, "Gr": 4e-3, "Gb": 4.2e-3, "B": 7e-3}
@@ -64,8 +64,8 @@ def run_baseline(path: Path) -> dict:
     from dpcal.cfa import PLANES, split_planes
     from dpcal.io.raw import read_raw
     from dpcal.noise.fit import fit_levelsets
-    from dpcal.noise.levelsets import LevelSets, unbiased_std
-    from dpcal.noise.single import ENERGY_DOF, ENERGY_DOF2, KAPPA_HAAR, _chi2_ratio_ppf, _measure_norms, energy_limit
+    from dpcal.noise.levelsets import KAPPA_HAAR, LevelSets, unbiased_std
+    from dpcal.noise.single import ENERGY_DOF2, _chi2_ratio_ppf, _measure_norms, energy_limit
 
     r = read_raw(path)
     P = split_planes(r.normalized().astype(np.float64), r.pattern)

@@ -8,7 +8,7 @@ cos^4 vignetting, white balance and Poisson-Gaussian noise of the nexus6p-rear p
 given ISO. Then fits it twice in the same process:
 
 * ``baseline``: independent tiles with the first-order (gradient) Tikhonov prior of
-  REFERENCE.md section 5 as written, no field model;
+  docs/method.md section 3 as written, no field model;
 * ``dpcal``: the default fit (Laplacian prior, field model consistent with the bilinear
   product convolution, smoothing across the grid).
 
@@ -35,8 +35,8 @@ W, H, GX, GY, K = 4000, 3000, 8, 6, 31
 
 
 def truth_field():
-    from dpcal.psf.field import PSFField, gaussian_kernel
-    from dpcal.psf.fit import node_grid
+    from dpcal.physics.optics import PSFField, gaussian_kernel
+    from dpcal.psf.tiles import node_grid
 
     xs, ys = node_grid(W, H, GX, GY)
     psf = np.zeros((GY, GX, 4, K, K), np.float32)
@@ -75,7 +75,8 @@ def make_capture(tmp: Path, iso: float):
 
 def run(spec, field, dng, **kw):
     from dpcal.io.raw import read_raw
-    from dpcal.psf.fit import compare_fields, fit_psf
+    from dpcal.psf.fit import fit_psf
+    from dpcal.psf.qa import compare_fields
 
     t = time.time()
     res = fit_psf([read_raw(dng)], spec, kernel_size=K, grid=(GX, GY), **kw)

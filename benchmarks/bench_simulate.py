@@ -86,7 +86,7 @@ def main() -> None:
 
     import cv2
 
-    from dpcal.sim.dataset import simulate_dataset
+    from dpcal.workflows.simulate import simulate_dataset
 
     cv2.setNumThreads(1)
     src = Path(args.src)

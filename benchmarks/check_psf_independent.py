@@ -63,7 +63,7 @@ def render(chart: np.ndarray, W: int, H: int, points: int, rotate: float, persp:
 
 
 def truth_field(W: int, H: int, K: int, tgx: int, tgy: int, shape: str):
-    from dpcal.psf.field import PSFField, gaussian_kernel
+    from dpcal.physics.optics import PSFField, gaussian_kernel
 
     tx, ty = np.linspace(0, W - 1, tgx), np.linspace(0, H - 1, tgy)
     cx, cy, rn = (W - 1) / 2, (H - 1) / 2, 0.5 * np.hypot(W, H)
@@ -106,7 +106,7 @@ def main(argv=None):
     from dpcal.chart import load_chart
     from dpcal.chart.spec import chart_raster
     from dpcal.io.dng import write_dng
-    from dpcal.psf.field import PSFField, blur_rgb_to_planes
+    from dpcal.physics.optics import PSFField, blur_rgb_to_planes
 
     W, H = a.size
     K = a.kernel_size

@@ -9,6 +9,8 @@ Other libraries name patterns differently; :func:`to_opencv` is the only place t
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 
 from dpcal.errors import BadCFAError
@@ -124,6 +126,20 @@ def plane_map(pattern: str, height: int, width: int) -> np.ndarray:
     for i, n in enumerate(PLANES):
         tile[offs[n]] = i
     return np.tile(tile, ((height + 1) // 2, (width + 1) // 2))[:height, :width]
+
+
+def per_plane(values: Mapping[str, float] | float, pattern: str, shape: tuple[int, int]) -> np.ndarray:
+    """Expand a per-plane value (``{"R": .., "Gr": .., "Gb": .., "B": ..}`` or a scalar) to a mosaic map.
+
+    Examples
+    --------
+    >>> per_plane({"R": 1.0, "Gr": 2.0, "Gb": 3.0, "B": 4.0}, "BGGR", (2, 3)).tolist()
+    [[4.0, 3.0, 4.0], [2.0, 1.0, 2.0]]
+    """
+    if not isinstance(values, Mapping):
+        return np.full(shape, float(values))
+    table = np.array([values[p] for p in PLANES], dtype=np.float64)
+    return table[plane_map(pattern, *shape)]
 
 
 def to_opencv(pattern: str) -> str:

@@ -14,7 +14,7 @@ from dpcal.cfa import PLANES, split_planes
 from dpcal.io.dng import write_dng
 from dpcal.io.raw import read_raw
 from dpcal.profile import load_profile
-from dpcal.synth import gray_chart, synthetic_capture
+from dpcal.testing.captures import gray_chart, synthetic_capture
 
 prof = load_profile("nexus6p-rear")
 if len(sys.argv) > 1:

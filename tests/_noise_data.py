@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dpcal.cfa import PLANES
-from dpcal.synth import gray_chart, synthetic_capture
+from dpcal.testing.captures import gray_chart, synthetic_capture
 
 #: per-plane noise at ISO 100 (normalised), deliberately different per plane
 ALPHA100 = {"R": 2.4e-4, "Gr": 1.5e-4, "Gb": 1.6e-4, "B": 3.0e-4}

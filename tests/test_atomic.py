@@ -27,7 +27,7 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 
 def test_check_writable(tmp_path):
     (tmp_path / "x").write_text("")
-    with pytest.raises(BadInputError, match="--overwrite"):
+    with pytest.raises(BadInputError, match="`overwrite=True`"):
         check_writable(tmp_path / "x")
     assert check_writable(tmp_path / "x", overwrite=True)
     with pytest.raises(BadInputError, match="does not exist"):

@@ -11,7 +11,7 @@ from dpcal.chart.locate import locate_chart
 from dpcal.chart.render import rasterize, render_capture
 from dpcal.chart.spec import ChartSpec, noise_bits
 from dpcal.errors import BadInputError, FitError
-from dpcal.psf.field import PSFField, gaussian_kernel
+from dpcal.physics.optics import PSFField, gaussian_kernel
 
 
 def test_noise_bits_reproducible_and_balanced():
@@ -65,7 +65,7 @@ def test_make_chart_files(tmp_path):
     pdf = (tmp_path / "c" / "chart.pdf").read_bytes()
     box = [float(v) for v in pdf.split(b"/MediaBox")[1].split(b"[")[1].split(b"]")[0].split()]
     assert box[2] == pytest.approx(100 / 25.4 * 72, abs=0.5) and box[3] == pytest.approx(70 / 25.4 * 72, abs=0.5)
-    with pytest.raises(BadInputError, match="--overwrite"):
+    with pytest.raises(BadInputError, match="`overwrite=True`"):
         make_chart("psf", tmp_path / "c", size_mm=(100, 70), dpi=150, square=16)
 
 

@@ -155,14 +155,17 @@ def test_non_bayer_raw_cli(shared_data):
     _no_numbers(r)
 
 
-@pytest.mark.parametrize("name", ["imageio_Blackmagic.dng", "rawpy_RAW_KODAK_DC50.KDC"])
-def test_real_natural_photos(shared_data, name):
-    """Natural photos: a plausible, uncertainty-carrying estimate, or one clear refusal."""
-    r = run_cli("fit-noise", str(shared_data / "raw" / name), "--iso", "100", "--json", check=None)
-    if r.returncode == 0:
-        for f in json.loads(r.stdout)["fits"]:
-            assert 0 < f["alpha"] < 0.1 and 0 <= f["sigma"] < 0.1
-            assert 0 < f["alpha_std"] < 0.5 * f["alpha"] and f["gof"]["n_sets"] >= 6
-    else:
-        assert r.returncode == 1
-        _no_numbers(r)
+def test_real_natural_photos(shared_data):
+    """Natural photos: a plausible, uncertainty-carrying estimate where the photo has flat areas
+    (Blackmagic DNG, 4128x2176), and one clear refusal where it has almost none (Kodak DC50, under
+    1 % of the image smooth)."""
+    r = run_cli("fit-noise", str(shared_data / "raw/imageio_Blackmagic.dng"), "--iso", "100", "--json")
+    fits = json.loads(r.stdout)["fits"]
+    assert [f["plane"] for f in fits] == ["R", "Gr", "Gb", "B"]
+    for f in fits:
+        # docs/noise.md: alpha 1.9e-5 ... 3.0e-5 across planes, relative uncertainty 1-4 %
+        assert 1e-5 < f["alpha"] < 6e-5 and 0 <= f["sigma"] < 0.01
+        assert 0 < f["alpha_std"] < 0.1 * f["alpha"] and f["gof"]["n_sets"] >= 6
+    r = run_cli("fit-noise", str(shared_data / "raw/rawpy_RAW_KODAK_DC50.KDC"), "--iso", "100", "--json", check=1)
+    assert "usable level set" in r.stderr
+    _no_numbers(r)

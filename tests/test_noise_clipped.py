@@ -26,7 +26,7 @@ def test_moments_match_monte_carlo(mu, s):
     assert abs(z.mean() - E) <= 4 * se_mean + 1e-12
     assert abs(z.var() - (E2 - E**2)) <= 4 * se_var + 1e-12
     assert np.isclose(m, E, rtol=0, atol=1e-12)
-    # the stable form equals the REFERENCE.md form
+    # the stable form equals the textbook form of docs/method.md
     assert np.isclose(sd, np.sqrt(max(E2 - E**2, 0.0)), rtol=1e-6, atol=1e-10)
 
 

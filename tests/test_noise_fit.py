@@ -1,8 +1,5 @@
 """The likelihood fit on level sets drawn from the exact clipped model."""
 
-import doctest
-import importlib
-
 import numpy as np
 import pytest
 
@@ -18,13 +15,6 @@ def _sets(a, b, levels, n, rng, lo=0.0, hi=1.0):
     nn = np.full(k, float(n))
     return LevelSets(z.mean(1), unbiased_std(z.var(1, ddof=1), n - 1), nn, 1 / nn, 1 / (2 * (nn - 1)),
                      np.full(k, lo), np.full(k, hi), np.zeros(k, int))
-
-
-@pytest.mark.parametrize("module", ["levelsets", "fit", "single", "hygiene", "pairs", "calibrate", "scenes"])
-def test_docstring_examples(module):
-    m = importlib.import_module(f"dpcal.noise.{module}")
-    r = doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert r.failed == 0
 
 
 def test_unbiased_and_calibrated_with_clipping_at_both_ends():

@@ -8,10 +8,10 @@ import pytest
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError
 from dpcal.io.dng import write_dng
-from dpcal.noise.calibrate import InputFile, fit_pairs_iso
+from dpcal.workflows.fit_noise import InputFile, fit_pairs_iso
 from dpcal.noise.pairs import fit_emva, photon_transfer, read_emva_descriptor, temporal_stats
-from dpcal.noise.scenes import natural_scene
-from dpcal.synth import synthetic_capture
+from dpcal.testing.scenes import natural_scene
+from dpcal.testing.captures import synthetic_capture
 from tests._noise_data import truth
 
 
@@ -150,7 +150,7 @@ def test_emva_reference_data(shared_data):
     assert abs(r["sigma_y_dark"] / ref["sigma_y_dark"] - 1) < 0.03
     assert r["index_u_ysat"] == ref["index_u_ysat"]
     assert r["index_sensitivity_max"] == ref["index_sensitivity_max"]
-    # REFERENCE.md 4b: a single-image estimate on this CCD reads several percent high
+    # docs/method.md 2b: a single-image estimate on this CCD reads several percent high
     assert 0.02 < r["fixed_pattern_share"] < 0.12
 
 

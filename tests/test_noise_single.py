@@ -6,11 +6,11 @@ import pytest
 from dpcal.cfa import PLANES, shift_pattern
 from dpcal.errors import FitError
 from dpcal.io.dng import write_dng
-from dpcal.noise.calibrate import InputFile, fit_single_iso
+from dpcal.workflows.fit_noise import InputFile, fit_single_iso
 from dpcal.noise.hygiene import prepare_capture
-from dpcal.noise.scenes import natural_scene
+from dpcal.testing.scenes import natural_scene
 from dpcal.noise.single import fit_noise_single
-from dpcal.synth import synthetic_capture
+from dpcal.testing.captures import synthetic_capture
 from tests._noise_data import capture, chart_clean, curve_error, truth
 
 
@@ -75,7 +75,7 @@ def test_natural_scene_with_flat_areas(seed):
 def test_round_trip_with_profile_noise():
     """The foundation's noise model (profile -> synth) is recovered by the fit."""
     from dpcal.profile import load_profile
-    from dpcal.synth import gray_chart
+    from dpcal.testing.captures import gray_chart
 
     prof = load_profile("sidd-n6")
     noise = prof.noise(iso=800)

@@ -18,8 +18,10 @@ from dpcal.psf.estimate import (
     smoothness_operator,
     solve_kernel,
 )
-from dpcal.psf.field import PSFField, gaussian_kernel
-from dpcal.psf.fit import compare_fields, fit_psf, node_grid
+from dpcal.physics.optics import PSFField, gaussian_kernel
+from dpcal.psf.fit import fit_psf
+from dpcal.psf.qa import compare_fields
+from dpcal.psf.tiles import node_grid
 
 W, H, K = 800, 600, 15
 
@@ -95,9 +97,19 @@ def capture(spec, field, iso=200, seed=3, exposure=0.8, **pose):
     return RawImage(cap.dn, cap.pattern, tuple(cap.black_level), cap.white_level, iso=iso, path="synthetic")
 
 
-def test_fit_varying_field(spec):
+@pytest.fixture(scope="module")
+def varying_capture(spec):
+    """One capture of :func:`varying_field`, shared by the tests that only read it."""
+    return capture(spec, varying_field())
+
+
+# The end-to-end fits take 8-11 s each on 2 cores. The default run keeps one of them,
+# test_fit_does_not_depend_on_dpcal_renderer (the strongest: an independent renderer), plus the
+# fit-psf CLI test and `dpcal demo`'s fit; `pytest -m slow` runs the rest.
+@pytest.mark.slow
+def test_fit_varying_field(spec, varying_capture):
     truth = varying_field()
-    res = fit_psf([capture(spec, truth)], spec, kernel_size=K, grid=(2, 2))
+    res = fit_psf([varying_capture], spec, kernel_size=K, grid=(2, 2))
     err = compare_fields(res.field, truth)
     assert res.summary["registration_rms_px"] < 0.05
     assert np.median(err) < 0.07 and err.max() < 0.12, np.round(err, 3)
@@ -128,6 +140,7 @@ def comatic_field(gx=2, gy=2, k=K):
     return PSFField(psf, np.stack(np.meshgrid(xs, ys), -1), sensor_size=(W, H))
 
 
+@pytest.mark.slow
 def test_fit_keeps_comatic_kernels_centred(spec):
     # The X-corners of a comatic PSF move part of the way to its peak; without re-centring the
     # kernels kept the rest: here centroids up to 0.047 px and a median error of 9.0 % (with
@@ -196,6 +209,7 @@ def test_fit_does_not_depend_on_dpcal_renderer(spec, rng):
     assert cx == pytest.approx(tx, abs=0.1) and cy == pytest.approx(ty, abs=0.1)
 
 
+@pytest.mark.slow
 def test_fit_display_frame_sequence():
     """Display route: checkerboard frame for geometry, black and white frames, two noise frames."""
     dspec = build_spec("psf", screen=(480, 360), square=12, n_noise_frames=2, cell_px=1)
@@ -215,21 +229,21 @@ def test_fit_display_frame_sequence():
         fit_psf(raws[:3], dspec, kernel_size=K)
 
 
-def test_bad_inputs(spec):
+def test_bad_inputs(spec, varying_capture):
     truth = varying_field()
     with pytest.raises(BadInputError, match="saturated"):
         fit_psf([capture(spec, truth, exposure=1.6)], spec, kernel_size=K, grid=(2, 2))
     other = build_spec("psf", size_mm=(62, 46), dpi=300, square=24, seed=99)
     with pytest.raises(BadInputError, match="does not match"):
-        fit_psf([capture(spec, truth)], other, kernel_size=K, grid=(2, 2))
+        fit_psf([varying_capture], other, kernel_size=K, grid=(2, 2))
     wide = PSFField(np.broadcast_to(gaussian_kernel(31, 4.0), (1, 1, 4, 31, 31)).copy(), np.zeros((1, 1, 2)))
     with pytest.raises(FitError, match="wider than the kernel"):
         fit_psf([capture(spec, wide)], spec, kernel_size=11, grid=(2, 2))
     gray = build_spec("gray", size_mm=(62, 46), dpi=300, square=24)
     with pytest.raises(BadInputError, match="gray chart"):
-        fit_psf([capture(spec, truth)], gray)
+        fit_psf([varying_capture], gray)
     with pytest.raises(BadInputError, match="odd"):
-        fit_psf([capture(spec, truth)], spec, kernel_size=14)
+        fit_psf([varying_capture], spec, kernel_size=14)
 
 
 def test_import_bloc_mat(tmp_path):
@@ -270,6 +284,7 @@ def test_import_bloc_mat(tmp_path):
         import_bloc_mat(tmp_path / "c.mat")
 
 
+@pytest.mark.slow
 def test_fit_two_captures_odd_size_other_cfa(spec):
     """Two photos of a small chart in different places (GRBG, odd sensor size) make one field."""
     w, h = 801, 603

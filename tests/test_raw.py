@@ -36,7 +36,7 @@ def test_headerless_raw(tmp_path, rng):
     np.testing.assert_array_equal(r.dn, dn)
     with pytest.raises(BadRawError, match="192 bytes, but 10x8"):
         read_raw(p, width=10, height=8, bits=10, pattern="RGGB")
-    with pytest.raises(BadInputError, match="--pattern"):
+    with pytest.raises(BadInputError, match="`pattern`"):
         read_raw(p, width=12, height=8, bits=10)
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dpcal.sim.dataset import simulate_dataset
+from dpcal.workflows.simulate import simulate_dataset
 from tests.conftest import ROOT, run_cli
 from tests.test_sim_dataset import make_tree, read_manifest, tree_bytes
 

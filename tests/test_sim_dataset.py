@@ -1,4 +1,4 @@
-"""dpcal.sim.dataset: the dataset writer (layout, manifest, card, bad input, determinism)."""
+"""dpcal.workflows.simulate: the dataset writer (layout, manifest, card, bad input, determinism)."""
 
 import csv
 import json
@@ -13,7 +13,8 @@ from PIL import Image
 from dpcal.errors import BadInputError
 from dpcal.profile import load_profile
 from dpcal.sim import Simulator
-from dpcal.sim.dataset import MANIFEST_COLUMNS, derive_seed, discover, imagenet_synsets, simulate_dataset
+from dpcal.sim.layout import MANIFEST_COLUMNS, derive_seed, discover, imagenet_synsets
+from dpcal.workflows.simulate import simulate_dataset
 from dpcal.sim.geometry import load_image
 
 WNIDS = ["n01440764", "n02102040"]  # class indices 0 and 217 in the ILSVRC order
@@ -125,7 +126,7 @@ def test_bad_images_are_skipped_with_reasons(tmp_path):
     rows = {Path(r["source"]).name: r for r in read_manifest(tmp_path / "dst")}
     assert rows["corrupt.JPEG"]["status"] == "skipped" and "corrupt" in rows["corrupt.JPEG"]["detail"]
     assert rows["truncated.JPEG"]["status"] == "skipped" and "truncated" in rows["truncated.JPEG"]["detail"]
-    assert rows["tiny.png"]["status"] == "skipped" and "smaller than --min-size" in rows["tiny.png"]["detail"]
+    assert rows["tiny.png"]["status"] == "skipped" and "smaller than min_size 32" in rows["tiny.png"]["detail"]
     assert rows["tiny.png"]["path"] == "" and rows["tiny.png"]["lux"] == ""
     for name, note in [("cmyk.JPEG", "CMYK"), ("gray.JPEG", "grayscale"), ("alpha.png", "alpha"), ("deep.png", "16-bit")]:
         assert rows[name]["status"] == "ok" and note in rows[name]["detail"], rows[name]
@@ -217,7 +218,7 @@ def test_read_only_destination(tmp_path):
     ({"psf": True}, "has no PSF field"),
     ({"size": 33}, "even number"),
     ({"fmt": "tiff"}, "unknown format"),
-    ({"executor": "dask", "scheduler": None}, "needs --scheduler"),
+    ({"executor": "dask", "scheduler": None}, "needs `scheduler`"),
 ])
 def test_bad_settings_are_clear_errors(tmp_path, kw, msg):
     src = make_tree(tmp_path / "src", classes=["a"], n=1, ext="png")
@@ -243,9 +244,22 @@ def test_preview(tmp_path):
     src = make_tree(tmp_path / "src", n=1)
     res = simulate_dataset(src, tmp_path / "dst", lux=(3, 300), size=32, workers=0, progress=False,
                            preview=tmp_path / "p.png")
-    img = cv2.imread(res["preview"])
+    img = cv2.imread(res["preview"])[..., ::-1].astype(float)
     # 2 rows, 5 columns (clean, mosaic, 3 light levels) of (32 + 4) px tiles at 2x, plus a header.
     assert img.shape == (28 + 2 * 36 * 2, 5 * 36 * 2, 3)
+    t = 36 * 2
+    tiles = [[img[28 + r * t + 4 + 8 : 28 + (r + 1) * t - 4 - 8, c * t + 4 + 8 : (c + 1) * t - 4 - 8]  # inside the border
+              for c in range(5)] for r in range(2)]
+    for row in tiles:
+        clean, mosaic, dark, mid, bright = row
+        assert clean.mean() > 40 and clean.std() > 10  # a picture, not black or flat
+        assert mosaic.mean() > 10  # CFA samples in their colours: about a third of the light
+        # Noise: the simulated tiles differ from the clean image, most at the lowest light level
+        # (3 lux: alpha 0.12) and least at the highest (300 lux).
+        err = [np.abs(x - clean).mean() for x in (dark, mid, bright)]
+        assert err[0] > err[2] and err[0] > 20, err
+    # Each row shows its own image.
+    assert np.abs(tiles[0][0] - tiles[1][0]).mean() > 10
 
 
 def test_real_imagenet_folders(shared_data, tmp_path):
@@ -268,7 +282,7 @@ def test_real_imagenet_folders(shared_data, tmp_path):
 
 
 def test_write_failure_leaves_an_incomplete_resumable_dataset(tmp_path, monkeypatch):
-    import dpcal.sim.worker as worker
+    import dpcal.workflows.simulate_worker as worker
     from dpcal.errors import DpcalError
 
     src = make_tree(tmp_path / "src", n=4)

@@ -138,7 +138,7 @@ def test_corrupt_truncated_empty_and_tiny(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     write(tmp_path / "tiny.png", smooth_rgb(12, 40))
     for name, msg in [("corrupt.JPEG", "corrupt"), ("trunc.JPEG", "truncated"), ("empty.png", "not a readable image"),
-                      ("tiny.png", "smaller than --min-size 32")]:
+                      ("tiny.png", "smaller than min_size 32")]:
         with pytest.raises(ImageSkip, match=msg):
             load_image(tmp_path / name, 64)
 

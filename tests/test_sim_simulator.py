@@ -97,7 +97,7 @@ def test_reference_mode_fixes_its_settings():
     assert torch.equal(out.clean, mosaic(x, "BGGR"))  # sRGB values used as linear
     assert out.unprocess is None
     for bad in ({"pattern": "RGGB"}, {"linearize": "gamma"}, {"quantize": True}):
-        with pytest.raises(BadInputError, match="--mode reference fixes"):
+        with pytest.raises(BadInputError, match="`mode=reference` fixes"):
             Simulator("nexus6p-rear", mode="reference", lux=3, **bad)
 
 

@@ -1,4 +1,4 @@
-"""Simulator output statistics against the clipped Poisson-Gaussian model (REFERENCE.md sec. 4)."""
+"""Simulator output statistics against the clipped Poisson-Gaussian model (docs/method.md sec. 2)."""
 
 import math
 

@@ -1,8 +1,15 @@
 """Calibration charts: layout and spec (:mod:`.spec`), files (:mod:`.make`), the camera model
 that maps a chart onto the sensor (:mod:`.geometry`), finding a chart in a capture
-(:mod:`.locate`), and rendering synthetic captures of it (:mod:`.render`)."""
+(:mod:`.locate`), and rendering synthetic captures of it (:mod:`.render`, behind
+``dpcal render-chart``). Names are imported on first use (``lazy_loader``, SPEC 1)."""
 
-from dpcal.chart.make import load_chart_image, make_chart
-from dpcal.chart.spec import ChartSpec, build_spec, chart_raster, load_chart
+import lazy_loader as _lazy
 
-__all__ = ["ChartSpec", "build_spec", "chart_raster", "load_chart", "load_chart_image", "make_chart"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["geometry", "locate", "make", "render", "spec"],
+    submod_attrs={
+        "make": ["load_chart_image", "make_chart"],
+        "spec": ["ChartSpec", "build_spec", "chart_raster", "load_chart"],
+    },
+)

@@ -174,7 +174,7 @@ class MappingFit:
     model_rms_px: float
 
 
-def _dlt_homography(P: np.ndarray, x: np.ndarray) -> np.ndarray:
+def dlt_homography(P: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Normalised DLT homography P -> x (at least 4 points)."""
 
     def norm(p):
@@ -248,7 +248,7 @@ def fit_lens_mapping(
     if len(P) < n_par // 2 + 4:
         raise FitError(f"only {len(P)} chart points found; the camera model needs at least {n_par // 2 + 4}")
     if init is None:
-        H0 = _dlt_homography(P, x)
+        H0 = dlt_homography(P, x)
         init = LensMapping(H0, image_size)
     # Normalise coordinates so the 8 homography entries are of similar size.
     pm, ps = P.mean(0), max(P.std(), 1e-9)
@@ -362,5 +362,5 @@ def pose_mapping(
     t = np.array([shift[0] * w / scale, shift[1] * h / scale, Z])
     cam = local @ Rm.T + t
     img = np.stack([f * cam[:, 0] / cam[:, 2] + cx, f * cam[:, 1] / cam[:, 2] + cy], -1)
-    H = _dlt_homography(corners, img)
+    H = dlt_homography(corners, img)
     return LensMapping(H, image_size, k1=k1, k2=k2, p1=p1, p2=p2)

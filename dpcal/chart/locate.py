@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from dpcal.cfa import PLANES, split_planes
-from dpcal.chart.geometry import LensMapping, MappingFit, _dlt_homography, fit_lens_mapping
+from dpcal.chart.geometry import LensMapping, MappingFit, dlt_homography, fit_lens_mapping
 from dpcal.chart.spec import ChartSpec, chart_raster
 from dpcal.errors import BadInputError, FitError
 
@@ -230,7 +230,7 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
             raise BadInputError("no whole chart in the capture: the chart's outline runs into the image border, "
                                 "so it is partly out of frame; frame the whole chart with some margin")
         raise BadInputError("no chart found in the capture (no dark frame outline); check that the whole "
-                            "chart is in view, in focus and exposed, and that --chart is the chart shown")
+                            "chart is in view, in focus and exposed, and that `chart` is the chart shown")
     # The key block (dark, top-left of the gap) and its mirror images (white) decide between
     # orientations that the ring alone cannot tell apart.
     kx0, ky0, kx1, ky1 = spec.layout["key_rect"]
@@ -243,7 +243,7 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
         q_luma = q * f + (f - 1) / 2  # lo px -> luma px
         for rot in range(4):
             img_pts = np.roll(q_luma, -rot, axis=0)
-            H = _dlt_homography(frame_pts, img_pts)
+            H = dlt_homography(frame_pts, img_pts)
             H_lo = S_lo @ H @ S_chart
             # smooth over about a third of a checker square, as imaged
             sq = spec.square * np.sqrt(abs(np.linalg.det(H_lo[:2, :2]))) / cf
@@ -256,7 +256,7 @@ def coarse_locate(lum: np.ndarray, spec: ChartSpec, frame: int | None = None) ->
     if H is None or score < MIN_SCORE:
         raise BadInputError(
             f"no chart matching {spec.path.name if spec.path else 'the chart spec'} found in the capture "
-            f"(best match {score:.2f} < {MIN_SCORE}); check that the whole chart is in view and that --chart "
+            f"(best match {score:.2f} < {MIN_SCORE}); check that the whole chart is in view and that `chart` "
             "is the chart that was photographed"
         )
     return H, score
@@ -495,7 +495,7 @@ def locate_chart(
     q_luma = float(np.median(mapping.scale_at(P))) * spec.square / 2  # square size in luma px
     if q_luma < 6:
         raise BadInputError(f"the chart's checker squares image to {2 * q_luma:.1f} px; they must span at least "
-                            "12 px: move closer or make the chart with a larger --square")
+                            "12 px: move closer or make the chart with a larger `square`")
     fit: MappingFit | None = None
     stages = [((), 0.45), (("k1",), 0.4), (tuple(distortion), 0.35)]
     measured = None
@@ -511,7 +511,7 @@ def locate_chart(
         if good.sum() < 8:
             raise FitError(
                 f"only {int(good.sum())} of {len(P)} chart corners could be measured; the capture is too "
-                "blurred, too noisy or not the chart in --chart"
+                "blurred, too noisy or not the chart in `chart`"
             )
         measured = _to_full(ref)
         fit = fit_lens_mapping(P[good], measured[good], (w, h), distortion=dist, init=mapping)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dpcal.chart.spec import ChartSpec, build_spec, chart_raster, srgb_encode
+from dpcal.chart.spec import ChartSpec, build_spec, chart_raster
 from dpcal.errors import BadInputError
 from dpcal.io.atomic import atomic_path
+from dpcal.physics.tone import linear_to_srgb, srgb_to_linear
 
 log = logging.getLogger("dpcal")
 
@@ -74,7 +75,7 @@ def make_chart(
         files.append("chart.pdf")
     existing = [f for f in files if (out / f).exists()]
     if existing and not overwrite:
-        raise BadInputError(f"{out / existing[0]} already exists; pass --overwrite to replace the chart")
+        raise BadInputError(f"{out / existing[0]} already exists; pass `overwrite=True` to replace the chart")
     for i, f in enumerate(spec.frames):
         raster = chart_raster(spec, i)
         _write_png(out / f["file"], raster, spec.dpi)
@@ -90,7 +91,8 @@ def make_chart(
 
 
 def _png_codes(raster: np.ndarray) -> np.ndarray:
-    return np.round(srgb_encode(raster) * 255).astype(np.uint8)
+    # sRGB-encoded PNG codes: what printers and displays expect
+    return np.round(linear_to_srgb(np.clip(np.asarray(raster, float), 0, 1)) * 255).astype(np.uint8)
 
 
 def _write_png(path: Path, raster: np.ndarray, dpi: float | None) -> None:
@@ -110,24 +112,18 @@ def _write_png(path: Path, raster: np.ndarray, dpi: float | None) -> None:
 
 def _write_pdf(path: Path, raster: np.ndarray, spec: ChartSpec) -> None:
     """One page at the chart's physical size, the raster embedded pixel for pixel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     w_in, h_in = spec.size_mm[0] / 25.4, spec.size_mm[1] / 25.4
-    fig = plt.figure(figsize=(w_in, h_in))
+    fig = Figure(figsize=(w_in, h_in))
     ax = fig.add_axes([0, 0, 1, 1])
     ax.set_axis_off()
     # interpolation="none" makes vector backends embed the image unresampled.
     ax.imshow(_png_codes(raster), cmap="gray", vmin=0, vmax=255, interpolation="none", aspect="auto")
     meta = {"Title": f"dpcal {spec.kind} chart", "Subject": "Print at 100 % (no scaling, no fit to page).",
             "Creator": "dpcal make-chart"}
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="pdf", dpi=spec.dpi, metadata=meta)
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="pdf", dpi=spec.dpi, metadata=meta)
 
 
 def load_chart_image(spec: ChartSpec, frame: int = 0) -> np.ndarray:
@@ -140,15 +136,13 @@ def load_chart_image(spec: ChartSpec, frame: int = 0) -> np.ndarray:
     """
     from PIL import Image
 
-    from dpcal.chart.spec import srgb_decode
-
     if spec.path is None:
         raise BadInputError("the chart spec has no folder to find its images in")
     p = spec.path.parent / spec.frames[frame]["file"]
     if not p.is_file():
         raise BadInputError(f"{p}: chart image missing")
     codes = np.asarray(Image.open(p).convert("L"))
-    img = srgb_decode(codes / 255.0).astype(np.float32)
+    img = srgb_to_linear(codes / 255.0).astype(np.float32)
     ref = chart_raster(spec, frame)
     if img.shape != ref.shape or np.max(np.abs(img - ref)) > 1e-3:
         raise BadInputError(f"{p} does not match {spec.path.name}; regenerate the chart with `dpcal make-chart`")

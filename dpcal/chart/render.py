@@ -2,7 +2,7 @@
 
 :func:`rasterize` gives the chart as a sensor pixel sees it: the chart's value averaged over
 the pixel's footprint on the chart. It is what both the PSF estimator (the sharp image ``u`` of
-REFERENCE.md section 5) and :func:`render_capture` use. The chart is piecewise constant on its
+``docs/method.md`` section 3) and :func:`render_capture` use. The chart is piecewise constant on its
 raster, so its summed-area table is exactly bilinear between raster pixel corners: the integral
 over any axis-aligned chart rectangle is four bilinear look-ups. Each (sub)pixel's footprint, a
 small parallelogram on the chart, is replaced by the axis-aligned rectangle with the same side
@@ -21,8 +21,12 @@ from typing import Mapping
 
 import numpy as np
 
+from dpcal.cfa import PLANES, per_plane, plane_map
 from dpcal.chart.geometry import LensMapping
-from dpcal.cfa import PLANES, plane_map
+from dpcal.io.dng import write_dng
+from dpcal.physics.optics import apply_psf_field
+from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
+from dpcal.profile import load_profile
 
 _GRID = 8  # exact mapping evaluations every _GRID sensor pixels, bilinear in between
 
@@ -249,10 +253,6 @@ def render_capture(
     -------
     Capture
     """
-    from dpcal.profile import load_profile
-    from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
-    from dpcal.synth import per_plane
-
     rng = np.random.default_rng(rng)
     prof = load_profile(profile if profile is not None else "nexus6p-rear")
     pat = pattern or prof.pattern
@@ -263,8 +263,6 @@ def render_capture(
     refl = black_reflectance + (white_reflectance - black_reflectance) * u
     refl = np.where(np.isnan(refl), background, refl).astype(np.float32)
     if field is not None:
-        from dpcal.psf.field import apply_psf_field
-
         if field.sensor_size is not None and tuple(field.sensor_size) != (w, h):
             field = field.resampled(w, h)
         planes = apply_psf_field(np.broadcast_to(refl, (len(field.planes), h, w)).copy(), field, padding="replicate")
@@ -291,7 +289,5 @@ def render_capture(
 
 def write_capture(path, cap: Capture, *, make: str = "dpcal", model: str = "render-chart") -> None:
     """Write a :class:`Capture` as a DNG (ISO and levels in its tags)."""
-    from dpcal.io.dng import write_dng
-
     write_dng(path, cap.dn, cap.pattern, black_level=cap.black_level, white_level=cap.white_level,
               iso=cap.iso, exposure_time=1 / 60, make=make, model=model)

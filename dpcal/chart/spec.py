@@ -36,6 +36,8 @@ import numpy as np
 
 from dpcal._version import __version__
 from dpcal.errors import BadInputError
+from dpcal.io.atomic import write_json_atomic
+from dpcal.physics.tone import linear_to_srgb, srgb_to_linear
 
 SCHEMA = "dpcal-chart"
 SCHEMA_VERSION = 1
@@ -71,18 +73,6 @@ def noise_bits(seed: int, frame: int, nx: int, ny: int) -> np.ndarray:
 
 def bits_sha256(bits: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(np.ascontiguousarray(bits, dtype=np.uint8)).tobytes()).hexdigest()
-
-
-def srgb_encode(v: np.ndarray | float) -> np.ndarray:
-    """Linear [0, 1] -> sRGB-encoded [0, 1] (what printers and displays expect in a PNG)."""
-    v = np.clip(np.asarray(v, float), 0, 1)
-    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
-
-
-def srgb_decode(e: np.ndarray | float) -> np.ndarray:
-    """sRGB-encoded [0, 1] -> linear [0, 1]."""
-    e = np.clip(np.asarray(e, float), 0, 1)
-    return np.where(e <= 0.04045, e / 12.92, ((e + 0.055) / 1.055) ** 2.4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,12 +149,6 @@ class ChartSpec:
     @property
     def mm_per_px(self) -> float | None:
         return 25.4 / self.dpi if self.dpi else None
-
-    def frame_index(self, role: str) -> int | None:
-        for i, f in enumerate(self.frames):
-            if f["role"] == role:
-                return i
-        return None
 
     def noise_frames(self) -> list[int]:
         return [i for i, f in enumerate(self.frames) if f["role"] in ("noise", "chart")]
@@ -264,8 +248,6 @@ class ChartSpec:
 
     # ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from dpcal.io.atomic import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
         self.path = Path(path)
 
@@ -306,7 +288,7 @@ def _layout(avail_x: int, avail_y: int, square: int, *, interior_multiple: bool 
         need_y = 2 * per_side + 2 * q
         raise BadInputError(
             f"chart of {avail_x}x{avail_y} cells is too small for checker squares of {q} cells "
-            f"(needs at least {need_x}x{need_y}); use a larger size, a higher DPI or a smaller --square"
+            f"(needs at least {need_x}x{need_y}); use a larger size, a higher DPI or a smaller `square`"
         )
     # Centre the layout: spare cells go to the margins.
     mx0 = margin + (avail_x - 2 * per_side - nx) // 2
@@ -472,7 +454,7 @@ def build_spec(
     if kind not in KINDS:
         raise BadInputError(f"chart kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if (screen is None) == (size_mm is None):
-        raise BadInputError("give either --size-mm W H (with --dpi) for a print chart or --screen W H for a display")
+        raise BadInputError("give either `size_mm` W H (with `dpi`) for a print chart or `screen` W H for a display")
     if screen is not None:
         medium = "display"
         w, h = int(screen[0]), int(screen[1])
@@ -486,9 +468,9 @@ def build_spec(
         h = int(round(size_mm[1] / 25.4 * dpi))
         cell = int(cell_px or 1)
     if cell < 1:
-        raise BadInputError(f"--cell-px must be at least 1, got {cell}")
+        raise BadInputError(f"`cell_px` must be at least 1, got {cell}", param="cell_px")
     if square < 4:
-        raise BadInputError(f"--square must be at least 4 cells, got {square}")
+        raise BadInputError(f"`square` must be at least 4 cells, got {square}", param="square")
     lay = _scale_layout(_layout(w // cell, h // cell, square), cell)
     geometry_grid = False
     corners, pol, squares = _ring_geometry(lay, full_grid=geometry_grid)
@@ -540,7 +522,7 @@ def _gray_patches(lay: dict, cell: int, n: int) -> tuple[list, float]:
     # when the exposure puts the brightest grey near 90 % of saturation.
     greys = np.linspace(0.02, 0.80, n - 2)
     values = np.concatenate([[0.0], greys, [1.0]])
-    codes = np.round(srgb_encode(values) * 255).astype(int)
+    codes = np.round(linear_to_srgb(np.clip(np.asarray(values, float), 0, 1)) * 255).astype(int)
     patches = []
     for i, code in enumerate(codes):
         r, c = divmod(i, cols)
@@ -552,7 +534,7 @@ def _gray_patches(lay: dict, cell: int, n: int) -> tuple[list, float]:
         x1, y1 = x1 // cell * cell, y1 // cell * cell
         name = "black" if i == 0 else "white" if i == len(codes) - 1 else f"grey{i:02d}"
         patches.append({"name": name, "rect": [int(x0), int(y0), int(x1), int(y1)],
-                        "value": float(srgb_decode(code / 255)), "png_value": int(code),
+                        "value": float(srgb_to_linear(code / 255)), "png_value": int(code),
                         "clipped_white": bool(i == len(codes) - 1)})
-    bg_code = int(round(float(srgb_encode(0.18)) * 255))
-    return patches, float(srgb_decode(bg_code / 255))
+    bg_code = int(round(float(linear_to_srgb(0.18)) * 255))
+    return patches, float(srgb_to_linear(bg_code / 255))

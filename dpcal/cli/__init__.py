@@ -15,6 +15,7 @@ import traceback
 import click
 
 from dpcal._version import __version__
+from dpcal.cli.options import cli_message
 from dpcal.errors import DpcalError
 
 # name -> "module:attribute"; the order is the pipeline's.
@@ -64,10 +65,6 @@ def cli(verbose: int, quiet: bool) -> None:
     _state["verbose"] = verbose
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="dpcal: %(message)s", stream=sys.stderr, force=True)
-    if quiet:
-        import os
-
-        os.environ["DPCAL_QUIET"] = "1"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     except DpcalError as e:
         if _state["verbose"]:
             traceback.print_exc()
-        click.echo(f"dpcal: error: {e}", err=True)
+        click.echo(f"dpcal: error: {cli_message(str(e))}", err=True)
         sys.exit(1)
     except Exception as e:  # a bug: keep it to one line unless asked
         if _state["verbose"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import emit_json, json_option, overwrite_option
+from dpcal.cli.options import emit_json, json_option, overwrite_option, show_progress
 
 
 @click.command()
@@ -16,9 +16,9 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option
 @json_option
 def demo(out_dir: str, profile_id: str, seed: int, overwrite: bool, as_json: bool) -> None:
     """Run the pipeline end to end on data it makes itself (no downloads)."""
-    from dpcal.demo import run_demo
+    from dpcal.workflows.demo import run_demo
 
-    s = run_demo(out_dir, profile_id, seed=seed, overwrite=overwrite)
+    s = run_demo(out_dir, profile_id, seed=seed, overwrite=overwrite, progress=show_progress(as_json))
     if as_json:
         emit_json(s)
         return

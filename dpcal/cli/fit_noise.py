@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options
+from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options, show_progress
 
 
 @click.command("fit-noise")
@@ -39,14 +39,14 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
     dpcal fit-noise --method pairs a1.dng a2.dng b1.dng b2.dng --dark d1.dng --dark d2.dng
     dpcal fit-noise --emva EMVA1288_Data.txt --json
     """
-    from dpcal.noise.calibrate import run_fit_noise
+    from dpcal.workflows.fit_noise import run_fit_noise
 
     if not inputs and not emva and not manifest:
         raise click.UsageError("give RAW files, --manifest CSV or --emva FILE")
     rep = run_fit_noise(
         list(inputs), method=method, iso=iso, emva=emva, manifest=manifest, darks=list(darks), output=output,
         camera_id=camera_id, csv_path=csv_path, plots=plots, overwrite=overwrite, update=update,
-        iso_model=iso_model, scene=scene, skip_failed=skip_failed, raw_kw=raw_kwargs(kw),
+        iso_model=iso_model, scene=scene, skip_failed=skip_failed, raw_kw=raw_kwargs(kw), progress=show_progress(),
     )
     if as_json:
         emit_json(rep)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options
+from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options, show_progress
 
 
 @click.command("fit-psf")
@@ -37,36 +37,21 @@ def fit_psf(captures, chart_path, out_path, kernel_size, grid, nodes, profile_id
     (checkerboard, black, white, noise...). Writes the field (psf [gy, gx, 4, k, k], node_xy,
     planes) only when the fit succeeds.
     """
-    from dpcal.chart import load_chart
-    from dpcal.io.atomic import check_writable
-    from dpcal.io.raw import read_raw
-    from dpcal.psf.fit import attach_to_profile, fit_psf as _fit
+    from dpcal.workflows.fit_psf import run_fit_psf
 
-    rk = raw_kwargs(kw)
-    check_writable(out_path, overwrite)
-    chart = load_chart(chart_path)
-    raws = [read_raw(c, **rk) for c in captures]
     dist = () if distortion.strip().lower() == "none" else tuple(d.strip() for d in distortion.split(",") if d.strip())
-    res = _fit(raws, chart, kernel_size=kernel_size, grid=tuple(grid), nodes=nodes, profile=profile_id, prior=prior,
-               distortion=dist, smooth=not no_smooth, progress=not as_json)
-    res.field.save(out_path)
-    doc = res.to_dict()
-    doc["out"] = out_path
-    if plots_dir:
-        from dpcal.psf.plots import write_plots
-
-        doc["plots"] = write_plots(res.field, plots_dir)
-    if attach_path:
-        doc["attached"] = {"profile": attach_path, **attach_to_profile(attach_path, out_path)}
+    doc = run_fit_psf(captures, chart_path, out_path, kernel_size=kernel_size, grid=tuple(grid), nodes=nodes,
+                      profile=profile_id, prior=prior, distortion=dist, smooth=not no_smooth, plots=plots_dir,
+                      attach=attach_path, overwrite=overwrite, raw_kw=raw_kwargs(kw), progress=show_progress() and not as_json)
     if as_json:
         emit_json(doc)
         return
-    s = res.summary
+    s = doc
     click.echo(f"PSF field {s['grid'][0]}x{s['grid'][1]} nodes, {s['kernel_size']}x{s['kernel_size']} kernels, "
                f"planes {', '.join(s['planes'])} -> {out_path}")
     click.echo(f"  registration RMS {s['registration_rms_px']:.3f} px (model {s['registration_model_rms_px']:.3f} px)")
-    mtf = [t["mtf50"] for t in res.qa]
-    chi = [t["reduced_chi2"] for t in res.qa if t["reduced_chi2"] is not None]
+    mtf = [t["mtf50"] for t in doc["tiles"]]
+    chi = [t["reduced_chi2"] for t in doc["tiles"] if t["reduced_chi2"] is not None]
     click.echo(f"  MTF50 {min(mtf):.3f}..{max(mtf):.3f} cycles/px; reduced chi2 median "
                f"{sorted(chi)[len(chi) // 2]:.2f}; {s['tiles_extrapolated']} tile-planes extrapolated")
     if plots_dir:

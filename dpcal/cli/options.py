@@ -5,11 +5,59 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import click
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+#: Library parameters whose flag is not ``--`` + the name with ``-`` for ``_`` (the one place
+#: where parameter names meet flags; every other parameter follows that rule).
+FLAGS = {
+    "black_level": "--black",
+    "white_level": "--white",
+    "fmt": "--format",
+    "chart_path": "--chart",
+}
+
+# `name` or `name=value` in a library message (identifiers only: commands in backticks contain spaces).
+_PARAM = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`\s]+))?`")
+
+
+def flag(param: str) -> str:
+    """The command-line flag of a library parameter.
+
+    Examples
+    --------
+    >>> flag("kernel_size"), flag("black_level")
+    ('--kernel-size', '--black')
+    """
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
+def cli_message(message: str) -> str:
+    """A library error message in command-line terms: `param` -> --flag, `param=v` -> --flag v.
+
+    Examples
+    --------
+    >>> cli_message("`kernel_size` must be odd; or pass `overwrite=True`, or `scene=natural`")
+    '--kernel-size must be odd; or pass --overwrite, or --scene natural'
+    """
+    def sub(m: re.Match) -> str:
+        value = m.group(2)
+        return flag(m.group(1)) + ("" if value in (None, "True") else f" {value}")
+
+    return _PARAM.sub(sub, message)
+
+
+def show_progress(as_json: bool = False) -> bool:
+    """Progress bars on stderr: not under ``dpcal -q``, nor with ``--json`` unless stderr is a terminal."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("quiet"):
+        return False
+    return not as_json or os.isatty(2)
 
 
 def raw_options(f):

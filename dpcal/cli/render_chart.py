@@ -41,7 +41,7 @@ def render_chart(chart_path, out_path, size, profile_id, psf_path, gaussian, iso
     from dpcal.chart.render import render_capture, write_capture
     from dpcal.io.atomic import check_writable
     from dpcal.profile import load_profile
-    from dpcal.psf.field import PSFField, gaussian_kernel
+    from dpcal.physics.optics import PSFField, gaussian_kernel
 
     spec = load_chart(chart_path)
     prof = load_profile(profile_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite_option
+from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite_option, show_progress
 
 
 @click.command()
@@ -44,17 +44,15 @@ def simulate(src, dst, profile_id, lux, mode, linearize, pattern, quantize, psf,
     SRC: class folders SRC/<label>/<images> (ImageNet layout) or a CSV with path,label rows.
     DST: output folder; rerun the same command to resume an interrupted run.
     """
-    import os
-
-    from dpcal.sim.dataset import simulate_dataset
     from dpcal.sim.config import parse_lux
+    from dpcal.workflows.simulate import simulate_dataset
 
     lo, hi = parse_lux(lux)
     res = simulate_dataset(
         src, dst, profile_id, lux=(lo, hi), mode=mode, linearize=linearize, pattern=pattern, quantize=quantize,
         psf=psf, psf_position=psf_position, size=size, crop=crop, seed=seed, fmt=fmt, min_size=min_size,
         workers=workers, executor=executor, scheduler=scheduler, overwrite=overwrite, preview=preview,
-        progress=not as_json or bool(os.isatty(2)),
+        progress=show_progress(as_json),
     )
     if as_json:
         emit_json(res)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite_option
+from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite_option, show_progress
 
 
 @click.command()
@@ -56,7 +56,6 @@ def train(mode, data, val_data, profile, lux, sim_mode, size, steps, epochs, bat
       dpcal train --out runs/joint --resume
     """
     import json
-    import os
     from pathlib import Path
 
     from dpcal.learn.config import resolve_config
@@ -86,7 +85,7 @@ def train(mode, data, val_data, profile, lux, sim_mode, size, steps, epochs, bat
         given = base
     cfg = resolve_config(given, config_file)
     res = run_training(cfg, out, resume=resume, overwrite=overwrite, force=force,
-                       progress=not as_json or os.isatty(2), device=device)
+                       progress=show_progress(as_json), device=device)
     if not res.get("model_file"):
         return  # a non-zero rank under torchrun: rank 0 reports
     if as_json:

@@ -21,7 +21,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse to replace an existing ``path`` unless ``overwrite``; check its folder exists."""
     p = Path(path)
     if p.exists() and not overwrite:
-        raise BadInputError(f"{p} already exists; pass --overwrite to replace it")
+        raise BadInputError(f"{p} already exists; pass `overwrite=True` to replace it")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"folder {parent} does not exist; create it first")

@@ -8,7 +8,7 @@
 * already-decoded mosaics: ``.npy`` and single-channel 16-bit PNG/TIFF, given ``pattern``.
 
 It returns a :class:`RawImage` holding the visible Bayer mosaic in digital numbers (DN) and
-normalised as in REFERENCE.md section 1: ``(dn - black[c]) / (white - black[c])`` per CFA plane,
+normalised as in ``docs/conventions.md``: ``(dn - black[c]) / (white - black[c])`` per CFA plane,
 *not* clipped (values below black carry read noise that the noise fitters need).
 """
 
@@ -190,7 +190,7 @@ def _check_levels(img: RawImage) -> None:
     if max(img.black_level) >= img.white_level:
         raise BadRawError(
             f"{img.path}: black level {max(img.black_level)} is not below white level "
-            f"{img.white_level}; pass --black/--white"
+            f"{img.white_level}; pass `black_level`/`white_level`"
         )
 
 
@@ -264,23 +264,23 @@ def _quiet_stderr():
 
 def _need_pattern(p: Path, pattern: str | None) -> str:
     if not pattern:
-        raise BadInputError(f"{p}: this file carries no CFA pattern; pass --pattern (RGGB, BGGR, GRBG or GBRG)")
+        raise BadInputError(f"{p}: this file carries no CFA pattern; pass `pattern` (RGGB, BGGR, GRBG or GBRG)")
     return validate_pattern(pattern)
 
 
 def _read_headerless(p: Path, pattern, width, height, bits) -> RawImage:
     pat = _need_pattern(p, pattern)
     if not width or not height or not bits:
-        raise BadInputError(f"{p}: a headerless RAW needs --width, --height and --bits")
+        raise BadInputError(f"{p}: a headerless RAW needs `width`, `height` and `bits`")
     if not 1 <= bits <= 16:
-        raise BadInputError(f"{p}: --bits must be between 1 and 16, got {bits}")
+        raise BadInputError(f"{p}: `bits` must be between 1 and 16, got {bits}")
     dtype = np.dtype("<u2") if bits > 8 else np.dtype("u1")
     expected = width * height * dtype.itemsize
     size = p.stat().st_size
     if size != expected:
         raise BadRawError(
             f"{p}: {size} bytes, but {width}x{height} at {dtype.itemsize} byte(s) a sample needs "
-            f"{expected}; check --width/--height/--bits"
+            f"{expected}; check `width`/`height`/`bits`"
         )
     dn = np.fromfile(p, dtype=dtype).reshape(height, width)
     return RawImage(dn=dn, pattern=pat, black_level=(0.0,) * 4, white_level=float(2**bits - 1), bit_depth=bits, path=str(p))

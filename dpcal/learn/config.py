@@ -188,7 +188,7 @@ def resolve_config(overrides: dict[str, Any], toml_path: str | Path | None = Non
 
 def _validate(c: TrainConfig) -> None:
     def bad(name: str, msg: str):
-        raise BadInputError(f"{name} {msg}")
+        raise BadInputError(f"`{name}` {msg}")
 
     if c.mode not in MODES:
         bad("mode", f"must be one of {', '.join(MODES)}, got {c.mode!r}")
@@ -205,11 +205,11 @@ def _validate(c: TrainConfig) -> None:
     if not c.data:
         bad("data", "is required (a folder written by `dpcal simulate`, or class folders of clean images)")
     if (c.steps is None) == (c.epochs is None):
-        bad("steps/epochs", "exactly one of them is required")
+        raise BadInputError("give exactly one of `steps` and `epochs`")
     if c.steps is not None and c.steps < 0:
         bad("steps", f"must be >= 0, got {c.steps}")
     if c.steps == 0 and c.mode != "isp":
-        bad("steps", "0 is only meaningful for --mode isp (a conventional ISP in front of an --init classifier, as is)")
+        bad("steps", "0 is only meaningful with `mode=isp` (a conventional ISP in front of an `init` classifier, as is)")
     if c.epochs is not None and not (c.epochs > 0 and math.isfinite(c.epochs)):
         bad("epochs", f"must be a positive number, got {c.epochs}")
     for name in ("batch_size", "size", "iterations", "checkpoint_every", "log_every"):

@@ -18,7 +18,7 @@ linearisation's tone curve applied) for ``images``; after simulation, or for ``s
 batches the reconstruction target ``linear`` (B, 3, H, W).
 
 Seeds. Every random choice of an image derives from one 63-bit seed per image
-(:func:`dpcal.sim.dataset.derive_seed`): for evaluation it is ``derive_seed(seed, key)``, the
+(:func:`dpcal.sim.layout.derive_seed`): for evaluation it is ``derive_seed(seed, key)``, the
 same rule ``dpcal simulate`` uses, so evaluating on the fly and evaluating a simulated folder
 give the same noise; for training it also depends on the epoch
 (``derive_seed(seed, f"{key}#epoch{epoch}")``), so every epoch draws fresh crops and noise and a
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -110,7 +109,7 @@ def open_source(src: str | os.PathLike) -> DataSource:
         raise BadInputError(f"{p}: no such folder or CSV file")
     if p.is_dir() and (p / "dataset.json").is_file():
         return _open_simulated(p)
-    from dpcal.sim.dataset import discover
+    from dpcal.sim.layout import discover
 
     s = discover(p)
     classes = sorted({it.label for it in s.items} | set(s.empty_classes))
@@ -120,7 +119,7 @@ def open_source(src: str | os.PathLike) -> DataSource:
 
 
 def _open_simulated(p: Path) -> DataSource:
-    from dpcal.sim.dataset import MANIFEST, read_card
+    from dpcal.sim.layout import MANIFEST, read_card
 
     card = read_card(p)
     if not card.get("complete"):
@@ -149,13 +148,13 @@ def sample_seed(seed: int, key: str, epoch: int | None = None) -> int:
 
     Examples
     --------
-    >>> from dpcal.sim.dataset import derive_seed
+    >>> from dpcal.sim.layout import derive_seed
     >>> sample_seed(0, "a/b.JPEG") == derive_seed(0, "a/b.JPEG")
     True
     >>> sample_seed(0, "a/b.JPEG", 0) != sample_seed(0, "a/b.JPEG", 1)
     True
     """
-    from dpcal.sim.dataset import derive_seed
+    from dpcal.sim.layout import derive_seed
 
     return derive_seed(seed, key if epoch is None else f"{key}#epoch{int(epoch)}")
 
@@ -229,7 +228,7 @@ class MosaicDataset(torch.utils.data.Dataset):
                 raise BadInputError(f"{path}: not a 16-bit single-channel mosaic written by `dpcal simulate`")
             m = a.astype(np.float32) / 65535.0
         n = self.source.noise[i]
-        from dpcal.sim.dataset import derive_seed
+        from dpcal.sim.layout import derive_seed
 
         return (torch.from_numpy(np.ascontiguousarray(m[None], dtype=np.float32)), torch.from_numpy(n[:4].astype(np.float32)),
                 torch.from_numpy(n[4:8].astype(np.float32)), float(n[8]), int(self.source.labels[i]),

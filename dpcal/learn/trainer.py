@@ -29,11 +29,9 @@ and gradients are averaged (gloo on CPU, NCCL on GPU); process 0 writes the run 
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -42,7 +40,7 @@ import torch.nn.functional as F
 
 from dpcal._version import __version__
 from dpcal.errors import BadInputError, DpcalError
-from dpcal.io.atomic import write_bytes_atomic, write_json_atomic
+from dpcal.io.atomic import write_json_atomic
 from dpcal.learn.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
 from dpcal.learn.config import TrainConfig
 from dpcal.learn.data import (
@@ -54,12 +52,20 @@ from dpcal.learn.data import (
     open_source,
     simulate_batch,
 )
+from dpcal.learn.recipe import (
+    build_run_model,
+    init_from,
+    lr_factor,
+    make_optimizer,
+    phase_at,
+    plan_phases,
+    set_trainable,
+)
+from dpcal.learn.rundir import METRICS_COLUMNS, append_metrics, check_resume, prepare_run, truncate_metrics
 
 log = logging.getLogger("dpcal")
 
-METRICS_COLUMNS = ["step", "epoch", "phase", "split", "loss", "top1", "top5", "psnr", "lr", "images_per_s", "elapsed_s"]
-
-__all__ = ["TrainingError", "train", "build_run_model", "evaluate_batches", "METRICS_COLUMNS"]
+__all__ = ["TrainingError", "epoch_batches", "evaluate_batches", "train"]
 
 
 class TrainingError(DpcalError):
@@ -102,126 +108,6 @@ class _Dist:
     def close(self) -> None:
         if self.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-# -- model -------------------------------------------------------------------------------------
-def _classifier_spec(cfg: TrainConfig, num_classes: int) -> dict:
-    kwargs = {"num_classes": int(num_classes)}
-    if cfg.width is not None:
-        kwargs["width"] = float(cfg.width)
-    return {"name": cfg.classifier, "kwargs": kwargs}
-
-
-def model_spec_for(cfg: TrainConfig, num_classes: int, pattern: str) -> dict:
-    """The model a training configuration builds (a :func:`dpcal.learn.models.build_model` spec)."""
-    from dpcal.learn.models import preset
-
-    cls = _classifier_spec(cfg, num_classes)
-    if cfg.mode == "clean":
-        return cls
-    anscombe = {"name": "anscombe", "kwargs": {"pattern": pattern, "iterations": cfg.iterations, "inverse": cfg.inverse}}
-    isp = {
-        "raw": None,
-        "joint": anscombe,
-        "reconstruct": anscombe,
-        "unet": {"name": "chen_unet", "kwargs": {"pattern": pattern}},
-        "isp": preset("isp-mobilenet_v1", num_classes, pattern, cfg.sim_mode)["kwargs"]["isp"],
-    }[cfg.mode]
-    return {"name": "pipeline", "kwargs": {"isp": isp, "classifier": None if cfg.mode == "reconstruct" else cls,
-                                           "pattern": pattern}}
-
-
-def build_run_model(cfg: TrainConfig, num_classes: int, pattern: str):
-    """Build the model of ``cfg`` (initialised from ``cfg.seed``) and its spec."""
-    from dpcal.learn.models import build_model
-
-    spec = model_spec_for(cfg, num_classes, pattern)
-    torch.manual_seed(cfg.seed)
-    return build_model(spec), spec
-
-
-def _classifier_of(model):
-    return model if getattr(model, "input_kind", "raw") == "rgb" else getattr(model, "classifier", None)
-
-
-def _init_from(model, cfg: TrainConfig, classes: list[str]) -> str:
-    """Load the classifier (and a same-type ISP) of the ``--init`` checkpoint into ``model``."""
-    from dpcal.learn.models import build_model
-
-    doc = load_checkpoint(cfg.init)
-    src = build_model(doc["model"])
-    src.load_state_dict(doc["state_dict"])
-    dst_cls, src_cls = _classifier_of(model), _classifier_of(src)
-    if dst_cls is None or src_cls is None:
-        raise BadInputError(f"--init {cfg.init}: it has no classifier to start from (model {doc['model']['name']!r})")
-    from dpcal.learn.models import model_spec
-
-    a, b = model_spec(dst_cls), model_spec(src_cls)
-    if a != b:
-        raise BadInputError(f"--init {cfg.init}: its classifier is {b['name']} {b['kwargs']}, this run's is "
-                            f"{a['name']} {a['kwargs']}; use a checkpoint of the same classifier and class count")
-    if list(doc.get("classes", [])) != list(classes):
-        raise BadInputError(f"--init {cfg.init}: it was trained on other classes than this data")
-    dst_cls.load_state_dict(src_cls.state_dict())
-    loaded = "classifier"
-    isp_dst, isp_src = getattr(model, "isp", None), getattr(src, "isp", None)
-    if isp_dst is not None and isp_src is not None and model_spec(isp_dst) == model_spec(isp_src):
-        isp_dst.load_state_dict(isp_src.state_dict())
-        loaded = "classifier and ISP"
-    return loaded
-
-
-# -- phases, optimiser, schedule -----------------------------------------------------------------
-def plan_phases(cfg: TrainConfig, total: int, has_targets: bool) -> list[dict]:
-    """``[{"name", "start", "end", "train": "isp"|"classifier"|"all", "loss": "l1"|"ce"}]``."""
-    if cfg.mode == "reconstruct":
-        return [{"name": "reconstruct", "start": 0, "end": total, "train": "isp", "loss": "l1"}]
-    if cfg.mode in ("joint", "unet"):
-        n1 = int(round(cfg.stage1_fraction * total)) if has_targets else 0
-        second = {"name": "joint", "train": "all"} if cfg.mode == "joint" else {"name": "classifier", "train": "classifier"}
-        out = [{"name": "isp", "start": 0, "end": n1, "train": "isp", "loss": "l1"}] if n1 else []
-        return out + [{**second, "start": n1, "end": total, "loss": "ce"}]
-    train = "classifier" if cfg.mode == "isp" else "all"
-    return [{"name": cfg.mode, "start": 0, "end": total, "train": train, "loss": "ce"}]
-
-
-def _phase_at(phases: list[dict], step: int) -> dict:
-    return next(p for p in phases if p["start"] <= step < p["end"])
-
-
-def _param_groups(model, cfg: TrainConfig) -> list[dict]:
-    """Weight decay on the classifier's weight matrices and kernels only (not biases, norms or the ISP)."""
-    cls = _classifier_of(model)
-    cls_ids = {id(p) for p in cls.parameters()} if cls is not None else set()
-    decay, rest = [], []
-    for p in model.parameters():
-        (decay if id(p) in cls_ids and p.ndim > 1 else rest).append(p)
-    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def _optimizer(model, cfg: TrainConfig):
-    groups = _param_groups(model, cfg)
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.9, momentum=0.9, eps=1.0)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier at ``step`` (warm-up then cosine to 0, or the paper's step decay).
-
-    Examples
-    --------
-    >>> c = TrainConfig(data="x", steps=100, warmup_epochs=1)
-    >>> [round(lr_factor(c, s, 100, 10), 3) for s in (0, 9, 10, 99)]
-    [0.1, 1.0, 1.0, 0.0]
-    """
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if step < warm:
-        return (step + 1) / warm
-    if cfg.schedule == "step":
-        return cfg.decay_rate ** math.floor(step / steps_per_epoch / cfg.decay_epochs)
-    span = max(total - warm - 1, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(step - warm, span) / span))
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -279,7 +165,7 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int) -> list[list[int]]:
     >>> len(b), sorted(b[0] + b[1]) != list(range(8)), b == epoch_batches(10, 4, 0, 0)
     (2, True, True)
     """
-    from dpcal.sim.dataset import derive_seed
+    from dpcal.sim.layout import derive_seed
 
     g = torch.Generator().manual_seed(derive_seed(seed, f"epoch{epoch}"))
     perm = torch.randperm(n, generator=g).tolist()
@@ -335,70 +221,6 @@ def evaluate_batches(model, loader, to_device, input_kind: str, loss_kind: str, 
     else:
         out.update(top1=c1 / n, top5=c5 / n)
     return out
-
-
-# -- the run folder ------------------------------------------------------------------------------
-def _prepare_run(out: Path, resume: bool, overwrite: bool) -> dict | None:
-    """Check the run folder; return the checkpoint to resume from (or None for a new run)."""
-    last = out / LAST
-    if resume:
-        if not last.is_file():
-            raise BadInputError(f"{out} has no checkpoint to resume ({LAST} is missing); drop --resume to start a run")
-        return load_checkpoint(last)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            what = "a training run" if last.is_file() or (out / "config.json").is_file() else "files"
-            raise BadInputError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to start over")
-        for name in ("checkpoints", FINAL, "config.json", "metrics.csv", "metrics.json", "curve.png"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    return None
-
-
-def _check_resume(saved: dict, cfg: TrainConfig, force: bool) -> None:
-    old = TrainConfig.from_dict(saved)
-    changed = [k for k in (*TrainConfig.MODEL_KEYS, *TrainConfig.DATA_KEYS)
-               if old.to_dict()[k] != cfg.to_dict()[k]]
-    if changed and not force:
-        detail = ", ".join(f"{k}: {old.to_dict()[k]!r} -> {cfg.to_dict()[k]!r}" for k in changed)
-        raise BadInputError(f"--resume with a changed model or data setting ({detail}); use the run's settings, "
-                            "or pass --force to continue anyway")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows written after the checkpoint we resume from (a killed run wrote them)."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    keep = [r for r in rows if int(r["step"]) <= step]
-    _write_metrics(path, keep)
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in METRICS_COLUMNS})
-    write_bytes_atomic(path, buf.getvalue().encode())
-
-
-def _append_metrics(path: Path, rows: list[dict]) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, lineterminator="\n")
-        if new:
-            w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in METRICS_COLUMNS})
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -461,13 +283,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     t_start = time.perf_counter()
     ckpt = None
     if dist.main:
-        ckpt = _prepare_run(out, resume, overwrite)
+        ckpt = prepare_run(out, resume, overwrite)
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     if not dist.main and resume:
         ckpt = load_checkpoint(out / LAST)
     if ckpt is not None:
-        _check_resume(ckpt["train"], cfg, force)
+        check_resume(ckpt["train"], cfg, force)
 
     train_src = open_source(cfg.data)
     val_src = open_source(cfg.val_data) if cfg.val_data else None
@@ -482,17 +304,17 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         val_src = val_src.subset(cfg.val_max)
     needs_clean = cfg.mode in ("clean", "reconstruct", "unet")
     if train_src.kind == "simulated" and needs_clean:
-        raise BadInputError(f"--mode {cfg.mode} needs clean images (targets), but {cfg.data} holds simulated mosaics; "
-                            "pass the clean image folders with --profile and --lux instead")
+        raise BadInputError(f"`mode={cfg.mode}` needs clean images (targets), but {cfg.data} holds simulated mosaics; "
+                            "pass the clean image folders with `profile` and `lux` instead")
     if val_src is not None and val_src.kind == "simulated" and needs_clean:
-        raise BadInputError(f"--mode {cfg.mode} needs clean validation images; pass the clean image folders")
+        raise BadInputError(f"`mode={cfg.mode}` needs clean validation images; pass the clean image folders")
 
     if train_src.kind == "simulated":
         card = train_src.card
         prof = load_profile(card["profile"]["id"])
         sim_cfg = dict(card["settings"]["simulator"])
         if cfg.size != card["settings"]["size"]:
-            raise BadInputError(f"{cfg.data} holds {card['settings']['size']} px mosaics; pass --size {card['settings']['size']}")
+            raise BadInputError(f"{cfg.data} holds {card['settings']['size']} px mosaics; pass `size={card['settings']['size']}`")
     else:
         prof = load_profile(cfg.profile)
         sim_cfg = SimConfig(mode=cfg.sim_mode, lux=cfg.lux).resolve(prof).to_dict()
@@ -503,10 +325,10 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     model, spec = build_run_model(cfg, len(train_src.classes), pattern)
     input_kind = getattr(model, "input_kind", "raw")
     if cfg.init and ckpt is None:
-        what = _init_from(model, cfg, train_src.classes)
+        what = init_from(model, cfg, train_src.classes)
         log.info("initialised the %s from %s", what, cfg.init)
     elif cfg.mode == "isp" and not cfg.init:
-        log.warning("--mode isp without --init trains the classifier from scratch on the ISP's output")
+        log.warning("`mode=isp` without `init` trains the classifier from scratch on the ISP's output")
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -514,16 +336,16 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     n = len(train_src)
     spe = n // cfg.batch_size
     if spe == 0:
-        raise BadInputError(f"{cfg.data} has {n} images, fewer than one batch of {cfg.batch_size}; lower --batch-size")
+        raise BadInputError(f"{cfg.data} has {n} images, fewer than one batch of {cfg.batch_size}; lower `batch_size`")
     if cfg.batch_size % dist.world:
-        raise BadInputError(f"--batch-size {cfg.batch_size} must be a multiple of the {dist.world} processes")
+        raise BadInputError(f"`batch_size` {cfg.batch_size} must be a multiple of the {dist.world} processes")
     total = cfg.steps if cfg.steps is not None else max(1, int(round(cfg.epochs * spe)))
     phases = plan_phases(cfg, total, has_targets=train_src.kind == "images")
     if cfg.mode == "joint" and train_src.kind == "simulated" and cfg.stage1_fraction > 0:
         log.warning("simulated training data has no clean targets: stage 1 (the Anscombe network alone) is skipped")
 
     data = _Data(cfg, train_src, val_src, prof.doc, sim_cfg, dev)
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total, spe))
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if dist.active else model
 
@@ -535,7 +357,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         torch.set_rng_state(ckpt["rng"])
         step, elapsed0 = int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
         if dist.main:
-            _truncate_metrics(out / "metrics.csv", step)
+            truncate_metrics(out / "metrics.csv", step)
         log.info("resuming %s at step %d of %d", out, step, total)
 
     base = {
@@ -554,7 +376,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         # Never replace a good checkpoint with diverged weights (the loss can still look finite).
         if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
             raise TrainingError(f"the weights became non-finite by step {at}; stopped. The last good checkpoint "
-                                f"({out / LAST}) is kept; lower --lr (now {cfg.lr:g}) and rerun with --resume --force")
+                                f"({out / LAST}) is kept; lower `lr` (now {cfg.lr:g}) and rerun with `resume=True` and `force=True`")
         if dist.main:
             save_checkpoint(out / LAST, {**base, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
                                          "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "step": at,
@@ -566,7 +388,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     if progress and dist.main:
         from tqdm import tqdm
 
-        pbar = tqdm(total=total, initial=step, unit="step", desc=f"train {cfg.mode}", dynamic_ncols=True, leave=False)
+        import sys
+
+        # In a log file, a line a minute instead of a redrawn bar.
+        pbar = tqdm(total=total, initial=step, unit="step", desc=f"train {cfg.mode}", dynamic_ncols=True, leave=False,
+                    mininterval=0.5 if sys.stderr.isatty() else 60)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
     window = {"loss": 0.0, "n": 0, "c1": 0, "c5": 0, "images": 0, "t": time.perf_counter()}
     last_val: dict = {}
@@ -580,7 +406,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         if dist.main:
             batches = [list(range(i, min(i + cfg.batch_size, len(val_src)))) for i in range(0, len(val_src), cfg.batch_size)]
             res = evaluate_batches(model, data.loader(data.val_ds, batches), data.to_device, input_kind, phase["loss"], cfg)
-            _append_metrics(out / "metrics.csv", [{"step": at, "epoch": round(at / spe, 3), "phase": phase["name"],
+            append_metrics(out / "metrics.csv", [{"step": at, "epoch": round(at / spe, 3), "phase": phase["name"],
                                                    "split": "val", **_fmt(res), "elapsed_s": round(elapsed0 + time.perf_counter() - t_loop, 1)}])
         dist.barrier()
         return res
@@ -594,8 +420,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
             if isinstance(data.train_ds, ImageDataset):
                 data.train_ds.epoch = epoch
             for batch in data.loader(data.train_ds, batches):
-                phase = _phase_at(phases, step)
-                _set_trainable(model, phase["train"])
+                phase = phase_at(phases, step)
+                set_trainable(model, phase["train"])
                 batch = data.to_device(batch)
                 with autocast:
                     loss, outp = _forward(ddp, batch, input_kind, phase["loss"], cfg)
@@ -603,7 +429,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
                 if not math.isfinite(loss_value):
                     raise TrainingError(
                         f"the loss became {loss_value} at step {step + 1}; stopped. The last good checkpoint "
-                        f"({out / LAST}) is kept; lower --lr (now {cfg.lr:g}) and rerun with --resume --force")
+                        f"({out / LAST}) is kept; lower `lr` (now {cfg.lr:g}) and rerun with `resume=True` and `force=True`")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -621,7 +447,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
                     window["c5"] += a5
                 if pbar is not None:
                     pbar.update(1)
-                    pbar.set_postfix(loss=f"{loss_value:.3f}", phase=phase["name"])
+                    pbar.set_postfix(loss=f"{loss_value:.3f}", phase=phase["name"], refresh=False)
                 end_of_log = step % cfg.log_every == 0 or step == total
                 if end_of_log:
                     tot = dist.all_sum([window["loss"], window["n"], window["c1"], window["c5"]])
@@ -633,7 +459,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
                                "elapsed_s": round(elapsed0 + time.perf_counter() - t_loop, 1)}
                         if phase["loss"] == "ce":
                             row.update(top1=round(tot[2] / tot[1], 4), top5=round(tot[3] / tot[1], 4))
-                        _append_metrics(out / "metrics.csv", [row])
+                        append_metrics(out / "metrics.csv", [row])
                     window = {"loss": 0.0, "n": 0, "c1": 0, "c5": 0, "t": time.perf_counter()}
                 if step % val_every == 0 or step == total:
                     last_val = run_val(step, phase) or last_val
@@ -681,22 +507,6 @@ def _describe(spec: dict) -> str:
     k = spec["kwargs"]
     parts = [k["isp"]["name"] if k.get("isp") else "mosaic", k["classifier"]["name"] if k.get("classifier") else None]
     return "+".join(p for p in parts if p)
-
-
-def _set_trainable(model, which: str) -> None:
-    isp = getattr(model, "isp", None)
-    cls = _classifier_of(model)
-    for p in model.parameters():
-        p.requires_grad_(which == "all")
-    if which == "isp" and isp is not None:
-        for p in isp.parameters():
-            p.requires_grad_(True)
-    if which == "classifier" and cls is not None:
-        for p in cls.parameters():
-            p.requires_grad_(True)
-    # A frozen stage also keeps its batch-norm statistics.
-    if isp is not None:
-        isp.train(which in ("all", "isp"))
 
 
 def _plot_curve(out: Path) -> None:

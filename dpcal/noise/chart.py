@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from dpcal.noise.levelsets import LevelSets, block_index, clipped_group_sums, unbiased_std
+from dpcal.noise.levelsets import KAPPA_HAAR, LevelSets, block_index, clipped_group_sums, unbiased_std
 
 #: target long side (in blocks) of the block-averaged image used for segmentation
 TARGET_BLOCKS = 256
@@ -200,8 +200,6 @@ class RegionSets:
     def levelsets(self, plane: np.ndarray, A: np.ndarray, D: np.ndarray, lo: float, hi: float, *,
                   valid: np.ndarray | None = None, min_n: int = 64, source: int = 0) -> LevelSets:
         """Level sets of one plane (its pixels and its Haar split ``A, D``)."""
-        from dpcal.noise.single import KAPPA_HAAR
-
         k = self.k
         if k == 0:
             return LevelSets.empty("chart")
@@ -298,34 +296,3 @@ def _plane_fit(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.where(n > 3, np.maximum(rss, 0.0) / (n - 3), np.nan)
     return beta, var
-
-
-def region_levelsets(
-    plane: np.ndarray,
-    regions: FlatRegions,
-    lo: float,
-    hi: float,
-    *,
-    valid: np.ndarray | None = None,
-    tile: int | None = None,
-    min_n: int = 64,
-    source: int = 0,
-) -> LevelSets:
-    """Level sets from flat regions: one set per (region, tile) (see :class:`RegionSets`).
-
-    Parameters
-    ----------
-    plane : ndarray (h, w)
-        Normalised plane.
-    regions : FlatRegions
-    lo, hi : float
-        Clipping bounds.
-    tile : int, optional
-        Tile size in plane pixels; chosen for about 600 sets if None.
-    min_n : int
-        Smallest set kept.
-    """
-    from dpcal.noise.single import haar_split
-
-    A, D = haar_split(plane)
-    return RegionSets(regions, plane.shape, tile).levelsets(plane, A, D, lo, hi, valid=valid, min_n=min_n, source=source)

@@ -34,9 +34,9 @@ import math
 import numpy as np
 
 from dpcal.errors import FitError
+from dpcal.noise.levelsets import LevelSets, has_block, n_blocks
 from dpcal.physics.clipped import clipped_curve, clipped_mean_slope, clipped_mean_std, noise_std, poisson_skew
 from dpcal.physics.clipped import invert_clipped_mean as _invert
-from dpcal.noise.levelsets import LevelSets
 
 #: share of the Cauchy (outlier) component in the robust likelihood
 ROBUST_EPS = 0.05
@@ -354,8 +354,6 @@ def _jackknife(sets: LevelSets, a: float, b: float, eps: float) -> tuple[float, 
     replicates differ little). Their spread measures how much the estimate depends on which
     part of the image it comes from, which the curvature alone does not see.
     """
-    from dpcal.noise.levelsets import has_block, n_blocks
-
     est = []
     for blk in range(n_blocks()):
         if not has_block(sets, blk):

@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from dpcal.cfa import PLANES, split_planes
+from dpcal.cfa import PLANES, plane_offsets, split_planes
 from dpcal.errors import FitError
 
 #: fraction of saturated pixels above which a capture is refused as over-exposed
@@ -205,8 +205,6 @@ def defect_map(
         return None
     pattern = pattern or "RGGB"
     valid = np.ones(ref.shape, dtype=bool)
-    from dpcal.cfa import plane_offsets
-
     offs = plane_offsets(pattern)
     h, w = ref.shape[0] // 2 * 2, ref.shape[1] // 2 * 2
     if darks:

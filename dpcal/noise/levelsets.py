@@ -7,7 +7,7 @@ frame pair at one level (photon transfer). Each set carries
 * ``level``: the sample mean ``y_i`` (of the clipped data),
 * ``std``: the unbiased sample standard deviation ``s_i`` of its noise,
 * ``c``, ``d``: the sampling variances of ``y_i`` and ``s_i`` divided by ``sigma^2`` of the
-  set, i.e. ``var(y_i) = c_i sigma_i^2`` and ``var(s_i) = d_i sigma_i^2`` (REFERENCE.md 4a),
+  set, i.e. ``var(y_i) = c_i sigma_i^2`` and ``var(s_i) = d_i sigma_i^2`` (``docs/method.md`` section 2a),
 * ``lo``, ``hi``: the clipping bounds of the capture it came from (normalised units),
 * ``n`` samples and a ``source`` index (which capture).
 """
@@ -17,6 +17,31 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+#: variance inflation of the sample variance of overlapping (undecimated) Haar HH coefficients:
+#: sum of squared autocorrelations (1 + 2 * (1/2)^2)^2
+KAPPA_HAAR = 2.25
+
+
+def haar_split(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Undecimated one-level Haar split: ``(A, D)``, both ``(h-1, w-1)`` float32.
+
+    ``A`` is the 2x2 block mean (local level), ``D`` the unit-norm diagonal detail.
+
+    Examples
+    --------
+    >>> A, D = haar_split(np.add.outer(np.arange(4.0), np.arange(5.0)))  # a ramp: f(y) + g(x)
+    >>> float(np.abs(D).max()), A.shape
+    (0.0, (3, 4))
+    """
+    p = np.asarray(plane, dtype=np.float32)
+    a, b, c, d = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]
+    A = (a + b) + (c + d)
+    A *= np.float32(0.25)
+    D = (a - b) - (c - d)
+    D *= np.float32(0.5)
+    return A, D
+
 
 _FIELDS = ("level", "std", "n", "c", "d", "lo", "hi", "source")
 

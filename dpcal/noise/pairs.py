@@ -2,7 +2,7 @@
 
 Frames of the same static scene (or flat field) at one exposure differ only by temporal
 noise, so the variance of their differences is the temporal noise alone: fixed-pattern noise
-(PRNU, DSNU), which a single image cannot separate from it, cancels (REFERENCE.md 4b).
+(PRNU, DSNU), which a single image cannot separate from it, cancels (``docs/method.md`` section 2b).
 
 * Per exposure step with frames ``F_1..F_L`` (``L >= 2``): the mean level, and the temporal
   variance as the interaction mean square ``sum_{p,l} (F_pl - m_p - (r_l))^2 / ((n-1)(L-1))``
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dpcal.errors import BadInputError, FitError
+from dpcal.noise.levelsets import LevelSets, haar_split, unbiased_std
 
 log = logging.getLogger("dpcal")
 
@@ -100,8 +101,6 @@ def temporal_levelsets(
         square with ``(n-1)(L-1)`` degrees of freedom), ``c = 1/(n L)``, ``d = 1/(2 dof)``.
     """
     import cv2
-
-    from dpcal.noise.levelsets import LevelSets, unbiased_std
 
     f = np.asarray(frames, dtype=np.float32)
     L = f.shape[0]
@@ -443,8 +442,6 @@ def fit_emva(path: str | os.PathLike, *, progress: bool = False) -> dict:
         u_d, s2_d, _ = dark_cache[d.exposure]
         # Single-frame (spatial) variance of the first frame: the diagonal Haar detail keeps
         # the high-frequency fixed pattern along with the temporal noise.
-        from dpcal.noise.single import haar_split
-
         Dd = haar_split(A[0].astype(np.float32))[1]
         rows.append({
             "exposure": s.exposure, "photons": s.photons, "u_y": u_y, "s2_y": s2_y, "dof": dof,

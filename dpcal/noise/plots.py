@@ -1,4 +1,4 @@
-"""Figures of a noise calibration (matplotlib, Agg backend, written atomically).
+"""Figures of a noise calibration (matplotlib ``Figure`` objects, no pyplot state; written atomically).
 
 * :func:`plot_fits`: per ISO, one panel per plane with the level sets' std against their mean
   and the fitted curves, clipped (what the data follow) and unclipped ``sqrt(alpha y + b)``:
@@ -13,20 +13,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+from dpcal.io.atomic import atomic_path
+from dpcal.physics.clipped import clipped_curve
+from dpcal.profile.model import eval_iso_model
 
 
 def _save(fig, path: Path) -> str:
-    from dpcal.io.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     return str(path)
@@ -34,15 +28,13 @@ def _save(fig, path: Path) -> str:
 
 def plot_fits(fits_by_iso: dict, out_dir: str | os.PathLike) -> list[str]:
     """One PNG per ISO (``noise_iso<ISO>.png``) with the std-vs-mean figure of every plane."""
-    from dpcal.physics.clipped import clipped_curve
-
-    plt = _plt()
     out = []
     for iso, fits in fits_by_iso.items():
         names = list(fits)
         ncol = 2 if len(names) > 1 else 1
         nrow = int(np.ceil(len(names) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.8 * nrow), squeeze=False)
+        fig = Figure(figsize=(5.2 * ncol, 3.8 * nrow))
+        axes = fig.subplots(nrow, ncol, squeeze=False)
         for ax, name in zip(axes.ravel(), names):
             f = fits[name]
             s = f.sets
@@ -72,16 +64,13 @@ def plot_fits(fits_by_iso: dict, out_dir: str | os.PathLike) -> list[str]:
         fig.tight_layout()
         name = "noise_iso_unknown.png" if iso is None else f"noise_iso{iso:g}.png"
         out.append(_save(fig, Path(out_dir) / name))
-        plt.close(fig)
     return out
 
 
 def plot_iso_model(rows: list[dict], model: dict, out_dir: str | os.PathLike) -> str:
     """``noise_iso_model.png``: alpha and sigma against ISO per plane, with the ISO model."""
-    from dpcal.profile.model import eval_iso_model
-
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     isos = np.array([r["iso"] for r in rows], float)
     grid = np.geomspace(isos.min() / 1.5, isos.max() * 1.5, 100)
     colors = {"R": "tab:red", "Gr": "tab:green", "Gb": "tab:olive", "B": "tab:blue"}
@@ -105,6 +94,4 @@ def plot_iso_model(rows: list[dict], model: dict, out_dir: str | os.PathLike) ->
     extra = f"; leave-one-ISO-out rms error alpha {loo:.1%}, sigma {model['loo_sigma_rel_err_rms']:.1%}" if loo is not None else ""
     fig.suptitle(f"ISO model ({model['kind']}){extra}", fontsize=10)
     fig.tight_layout()
-    path = _save(fig, Path(out_dir) / "noise_iso_model.png")
-    plt.close(fig)
-    return path
+    return _save(fig, Path(out_dir) / "noise_iso_model.png")

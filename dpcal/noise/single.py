@@ -30,38 +30,25 @@ import logging
 
 import numpy as np
 
-from dpcal.cfa import PLANES
+from dpcal.cfa import PLANES, split_planes
 from dpcal.errors import FitError
+from dpcal.noise import chart
 from dpcal.noise.fit import NoiseFit, fit_levelsets
-from dpcal.noise.levelsets import LevelSets, block_index, clipped_group_sums, n_blocks, unbiased_std
+from dpcal.noise.levelsets import (
+    KAPPA_HAAR,
+    LevelSets,
+    block_index,
+    clipped_group_sums,
+    haar_split,
+    n_blocks,
+    unbiased_std,
+)
+from dpcal.physics.clipped import clipped_curve
 
 log = logging.getLogger("dpcal")
 
-#: variance inflation of the sample variance of overlapping (undecimated) Haar HH coefficients:
-#: sum of squared autocorrelations (1 + 2 * (1/2)^2)^2
-KAPPA_HAAR = 2.25
 SMOOTH_K = 5  # box size (in coefficients) of the smoothing used by the edge measures
 SMOOTH_R = 2  # offset of the centred differences
-
-
-def haar_split(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Undecimated one-level Haar split: ``(A, D)``, both ``(h-1, w-1)`` float32.
-
-    ``A`` is the 2x2 block mean (local level), ``D`` the unit-norm diagonal detail.
-
-    Examples
-    --------
-    >>> A, D = haar_split(np.add.outer(np.arange(4.0), np.arange(5.0)))  # a ramp: f(y) + g(x)
-    >>> float(np.abs(D).max()), A.shape
-    (0.0, (3, 4))
-    """
-    p = np.asarray(plane, dtype=np.float32)
-    a, b, c, d = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]
-    A = (a + b) + (c + d)
-    A *= np.float32(0.25)
-    D = (a - b) - (c - d)
-    D *= np.float32(0.5)
-    return A, D
 
 
 @functools.lru_cache(maxsize=4)
@@ -341,8 +328,6 @@ def wavelet_levelsets(
 
 def fitted_curve_points(fit: NoiseFit, lo: float, hi: float, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The fitted clipped curve as ``(levels, stds)`` (observable mean, std) for the thresholds."""
-    from dpcal.physics.clipped import clipped_curve
-
     t = np.linspace(lo, hi, n)
     E, sd = clipped_curve(t, fit.alpha, fit.b, lo, hi)
     return E, sd
@@ -391,15 +376,13 @@ def fit_noise_single(
 
     Examples
     --------
-    >>> from dpcal.synth import gray_chart, synthetic_capture
+    >>> from dpcal.testing.captures import gray_chart, synthetic_capture
     >>> clean, _ = gray_chart(256, 384, np.linspace(0.05, 0.95, 12))
     >>> dn = synthetic_capture(clean, "RGGB", 2e-3, 5e-3, black_level=0, white_level=4095, rng=1)
     >>> fits = fit_noise_single(dn / 4095.0, "RGGB")
     >>> bool(abs(fits["Gr"].alpha / 2e-3 - 1) < 0.1)
     True
     """
-    from dpcal.cfa import split_planes
-
     P = split_planes(np.asarray(mosaic, dtype=np.float32), pattern)
     V = split_planes(valid, pattern) if valid is not None else None
     lo4 = np.broadcast_to(np.asarray(lo, dtype=np.float64), (4,))
@@ -420,8 +403,6 @@ class CaptureSets:
 
     def add(self, P: np.ndarray, lo4, hi4, *, scene: str = "auto", valid: np.ndarray | None = None) -> dict:
         """Add a capture given as planes ``(4, h, w)``; returns its info (scene, chart summary)."""
-        from dpcal.noise import chart
-
         if scene not in ("auto", "chart", "natural"):
             raise ValueError(f"scene must be auto, chart or natural, got {scene!r}")
         source = len(self.infos)
@@ -435,7 +416,7 @@ class CaptureSets:
             use_chart = regions.is_chart if scene == "auto" else regions.n_regions > 0
             info["chart"] = regions.summary()
             if scene == "chart" and regions.n_regions == 0:
-                raise FitError("no flat regions found: this does not look like a chart capture; use --scene natural")
+                raise FitError("no flat regions found: this does not look like a chart capture; use `scene=natural`")
         if use_chart:
             info["scene"] = "chart"
             geo = chart.RegionSets(regions, P.shape[-2:])

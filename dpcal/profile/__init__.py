@@ -1,4 +1,4 @@
-"""Camera profiles: a versioned JSON document per camera (schema in ``docs/profile.md``).
+"""Camera profiles: a versioned JSON document per camera (schema in ``docs/profiles.md``).
 
 A profile holds the sensor (CFA, levels), the noise (per-ISO table of alpha and sigma per CFA
 plane plus an ISO model), the light-level model, an optional PSF field (``.npz`` beside the
@@ -289,7 +289,7 @@ class Profile:
             the measured per-ISO table log-log and falls back to the model outside it.
         """
         if (iso is None) == (lux is None):
-            raise BadInputError("give exactly one of --iso and --lux")
+            raise BadInputError("give exactly one of `iso` and `lux`")
         if lux is not None:
             iso = self.iso_for_lux(lux)
         iso = float(iso)

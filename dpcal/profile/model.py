@@ -99,7 +99,7 @@ def fit_iso_model(
         return {"a1": a1, "s1": s1}
     if kind == "cts":
         if n < 2 or len(np.unique(iso)) < 2:
-            raise FitError("the cts ISO model needs at least two different ISOs; use --iso-model linear")
+            raise FitError("the cts ISO model needs at least two different ISOs; use `iso_model=linear`")
         A, B = _line_nonneg_slope(iso, a, wa)
         # sigma^2 = C iso^2 + D; the weight of s^2 is 1/(2 s std(s)).
         C, D = _line_nonneg_slope(iso**2, s**2, ws / np.maximum(2 * np.abs(s), 1e-30))

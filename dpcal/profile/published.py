@@ -1,6 +1,6 @@
 """Build the bundled profiles from published noise parameters.
 
-Run ``python -m dpcal.profile.published ../shared/data/published_noise profiles/`` to regenerate
+Run ``python -m dpcal.profile.published DATA/published_noise profiles/`` to regenerate
 ``profiles/*.json``; ``tests/test_profiles.py`` checks the bundled files against this code when
 the data folder is present. Conversions (all documented in ``docs/profiles.md``):
 
@@ -177,7 +177,7 @@ def sidd_profiles(nlf_csv: Path) -> list[Profile]:
 
 
 def build_all(data_dir: Path) -> list[Profile]:
-    """All bundled profiles from ``../shared/data/published_noise``-style folder."""
+    """All bundled profiles from a ``published_noise``-style folder (see ``docs/data.md``)."""
     d = Path(data_dir)
     return (
         dirtypixels_profiles(d / "sensor_noise_params.json")

@@ -1,4 +1,4 @@
-"""Non-blind PSF estimation from a known chart (REFERENCE.md section 5).
+"""Non-blind PSF estimation from a known chart (``docs/method.md`` section 3).
 
 For one tile and one CFA plane the data are the plane's samples ``b_i`` (photometrically
 normalised capture) at its CFA sites ``p_i``, and the sharp chart ``u`` (pixel-area integrated,
@@ -78,11 +78,6 @@ def smoothness_operator(s: int, order: int = 2) -> np.ndarray:
                     rows.append(v)
     L = np.asarray(rows)
     return L.T @ L
-
-
-def gradient_operator(s: int) -> np.ndarray:
-    """``||grad k||^2`` Tikhonov matrix (:func:`smoothness_operator` of order 1)."""
-    return smoothness_operator(s, 1)
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ import numpy as np
 
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError
-from dpcal.psf.field import PSFField
+from dpcal.physics.optics import PSFField
 
 
 def _odd_square(k: np.ndarray) -> np.ndarray:

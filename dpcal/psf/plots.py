@@ -6,24 +6,15 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from dpcal.io.atomic import atomic_path
 from dpcal.psf.estimate import mtf50
-from dpcal.psf.field import PSFField
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from dpcal.physics.optics import PSFField
 
 
 def plot_psf_mosaic(field: PSFField, plane: str, path: str | os.PathLike, gamma: float = 0.5) -> None:
     """All node kernels of one plane on the grid, each scaled to its own peak (``gamma`` shows tails)."""
-    plt = _plt()
     c = field.plane_index(plane)
     gy, gx = field.psf.shape[:2]
     k = field.kernel_size
@@ -32,7 +23,8 @@ def plot_psf_mosaic(field: PSFField, plane: str, path: str | os.PathLike, gamma:
         for i in range(gx):
             kern = field.psf[j, i, c].astype(float)
             mos[j * (k + 1) : j * (k + 1) + k, i * (k + 1) : i * (k + 1) + k] = (kern / max(kern.max(), 1e-12)) ** gamma
-    fig, ax = plt.subplots(figsize=(1.0 + gx * 1.1, 0.8 + gy * 1.1))
+    fig = Figure(figsize=(1.0 + gx * 1.1, 0.8 + gy * 1.1))
+    ax = fig.subplots()
     ax.imshow(mos, cmap="magma", interpolation="nearest")
     ax.set_xticks([(i + 0.5) * (k + 1) - 1 for i in range(gx)], [f"{x:.0f}" for x in field.grid_x], fontsize=6)
     ax.set_yticks([(j + 0.5) * (k + 1) - 1 for j in range(gy)], [f"{y:.0f}" for y in field.grid_y], fontsize=6)
@@ -42,11 +34,11 @@ def plot_psf_mosaic(field: PSFField, plane: str, path: str | os.PathLike, gamma:
 
 def plot_mtf50_map(field: PSFField, path: str | os.PathLike) -> None:
     """MTF50 (cycles/pixel, radial average) at every node, one panel per plane."""
-    plt = _plt()
     gy, gx = field.psf.shape[:2]
     vals = np.array([[[mtf50(field.psf[j, i, c])["radial"] for i in range(gx)] for j in range(gy)]
                      for c in range(len(field.planes))])
-    fig, axes = plt.subplots(1, len(field.planes), figsize=(3.2 * len(field.planes), 2.8), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(field.planes), 2.8))
+    axes = fig.subplots(1, len(field.planes), squeeze=False)
     vmin, vmax = float(vals.min()), float(vals.max())
     for c, ax in enumerate(axes[0]):
         im = ax.imshow(vals[c], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -76,9 +68,5 @@ def write_plots(field: PSFField, out_dir: str | os.PathLike) -> list[str]:
 
 
 def _save(fig, path) -> None:
-    plt = _plt()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")

@@ -1,31 +1,26 @@
-"""Low-light RAW simulation (paper eq. 1) and the dataset writer behind ``dpcal simulate``.
+"""Low-light RAW simulation (paper eq. 1): the simulator and its input images.
 
 - :class:`Simulator` (:mod:`dpcal.sim.simulator`): a profile's image formation model, the
   ``nn.Module`` :class:`dpcal.physics.forward.RawForward`, CPU or GPU.
 - :mod:`dpcal.sim.geometry`: decoding and the crop/resize rules (reference and realistic).
-- :mod:`dpcal.sim.dataset`: :func:`simulate_dataset` (resumable, deterministic, parallel).
+- :mod:`dpcal.sim.layout`: the on-disk format of source trees and simulated datasets.
 
-Names are imported lazily, so that ``import dpcal.sim`` (and settings errors) do not pay for
+The dataset writer behind ``dpcal simulate`` (folders, manifest, journal, executors, preview)
+is the workflow :mod:`dpcal.workflows.simulate`.
+
+Names are imported lazily (``lazy_loader``, SPEC 1), so that ``import dpcal.sim`` (and settings errors) do not pay for
 importing torch.
 """
 
-import importlib
+import lazy_loader as _lazy
 
-_WHERE = {
-    "MODES": "config", "PSF_POSITIONS": "config", "SimConfig": "config", "parse_lux": "config",
-    "SimResult": "simulator", "Simulator": "simulator", "psf_for_image": "simulator",
-    "discover": "dataset", "imagenet_synsets": "dataset", "simulate_dataset": "dataset",
-    "load_image": "geometry",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"dpcal.sim.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'dpcal.sim' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["config", "geometry", "layout", "simulator"],
+    submod_attrs={
+        "config": ["MODES", "PSF_POSITIONS", "SimConfig", "parse_lux"],
+        "simulator": ["SimResult", "Simulator", "psf_for_image"],
+        "geometry": ["load_image"],
+        "layout": ["derive_seed", "discover", "imagenet_synsets", "read_card"],
+    },
+)

@@ -30,17 +30,17 @@ def parse_lux(lux) -> tuple[float, float]:
     """
     vals = [lux] if isinstance(lux, (int, float)) else list(lux)
     if len(vals) not in (1, 2):
-        raise BadInputError(f"--lux takes one value L or two values LO HI, got {len(vals)}")
+        raise BadInputError(f"`lux` takes one value L or two values LO HI, got {len(vals)}", param="lux")
     try:
         vals = [float(v) for v in vals]
     except (TypeError, ValueError):
-        raise BadInputError(f"--lux values must be numbers, got {lux!r}") from None
+        raise BadInputError(f"`lux` values must be numbers, got {lux!r}", param="lux") from None
     for v in vals:
         if not (v > 0 and math.isfinite(v)):
             raise BadInputError(f"lux must be a positive number, got {v:g}")
     lo, hi = vals[0], vals[-1]
     if lo > hi:
-        raise BadInputError(f"--lux LO HI needs LO <= HI, got {lo:g} {hi:g}")
+        raise BadInputError(f"`lux` LO HI needs LO <= HI, got {lo:g} {hi:g}", param="lux")
     return lo, hi
 
 
@@ -86,7 +86,7 @@ class SimConfig:
                 fixed.append("no quantisation")
             if fixed:
                 raise BadInputError(
-                    f"--mode reference fixes {', '.join(fixed)}; drop those options or use --mode realistic"
+                    f"`mode=reference` fixes {', '.join(fixed)}; drop those options or use `mode=realistic`"
                 )
             pattern, lin, quant = REFERENCE_PATTERN, "none", False
         else:
@@ -97,7 +97,7 @@ class SimConfig:
             p = profile.psf_path()
             if p is None:
                 raise BadInputError(
-                    f"profile {profile.id!r} has no PSF field; drop --psf or use a profile with a 'psf' entry"
+                    f"profile {profile.id!r} has no PSF field; drop `psf` or use a profile with a 'psf' entry"
                 )
             if not p.is_file():
                 raise BadInputError(f"profile {profile.id!r}: its PSF field {p} does not exist")

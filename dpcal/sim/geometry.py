@@ -430,7 +430,7 @@ def load_image(
         width, height, comps = hdr
         is_jpeg = True
     if min(width, height) < min_size:
-        raise ImageSkip(f"image is {width}x{height} px, smaller than --min-size {min_size}")
+        raise ImageSkip(f"image is {width}x{height} px, smaller than min_size {min_size}")
     box = plan_crop(mode, crop, height, width, rng)
     if is_jpeg:
         factor = 1

@@ -30,6 +30,7 @@ import torch
 from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError
 from dpcal.physics.forward import RawForward, SimResult
+from dpcal.physics.optics import PSFField, blur_rgb_to_planes
 from dpcal.profile import Profile, load_profile
 from dpcal.sim.config import MODES, PSF_POSITIONS, REFERENCE_PATTERN, SimConfig, parse_lux
 
@@ -58,8 +59,6 @@ def psf_for_image(field, height: int, width: int, position: str = "sensor"):
     PSFField
         Node coordinates in image pixels; ``sensor_size == (width, height)``.
     """
-    from dpcal.psf import PSFField
-
     if field.sensor_size is None:
         raise BadInputError("the PSF field has no sensor_size, so it cannot be placed on an image; re-save it with one")
     if position not in PSF_POSITIONS:
@@ -119,8 +118,6 @@ class Simulator(RawForward):
             cfg = cfg.resolve(prof)
         field = psf_field
         if cfg.psf and field is None:
-            from dpcal.psf import PSFField
-
             field = PSFField.load(prof.psf_path())
         if field is not None and tuple(field.planes) != PLANES:
             raise BadInputError(f"the PSF field's planes are {field.planes}; the simulator needs {PLANES}")
@@ -147,8 +144,6 @@ class Simulator(RawForward):
         return self._psf_cache[key]
 
     def _blur(self, lin: torch.Tensor) -> torch.Tensor:
-        from dpcal.psf import blur_rgb_to_planes
-
         return blur_rgb_to_planes(lin, self.psf_for_size(lin.shape[-2], lin.shape[-1]))
 
     def forward(self, images: torch.Tensor, **kw) -> SimResult:

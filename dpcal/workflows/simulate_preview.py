@@ -9,6 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
+from dpcal.cfa import demosaic_bilinear
+from dpcal.io.atomic import write_bytes_atomic
+from dpcal.sim.geometry import ImageSkip, load_image
+
 __all__ = ["preview_lux_levels", "render_preview", "preview_dataset"]
 
 
@@ -72,7 +76,6 @@ def render_preview(images, sim, lux_levels: Sequence[float], seeds: Sequence[int
     """
     import cv2
 
-    from dpcal.cfa import demosaic_bilinear
     from dpcal.physics.color import forward_tone
 
     b, _, h, w = images.shape
@@ -116,7 +119,6 @@ def write_png_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write an 8-bit RGB image as PNG, atomically."""
     import cv2
 
-    from dpcal.io.atomic import write_bytes_atomic
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover
@@ -128,7 +130,6 @@ def preview_dataset(dst, path, *, source, task_cfg, n: int = 4) -> None:
     """Preview of the first ``n`` usable images of a dataset run (same crops and seeds)."""
     import torch
 
-    from dpcal.sim.geometry import ImageSkip, load_image
     from dpcal.sim.simulator import Simulator
 
     sim = Simulator(task_cfg["profile"], task_cfg["sim"], psf_field=task_cfg.get("psf_field"))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dpcal.errors import BadInputError
-from dpcal.psf.field import PSFField, apply_psf_field, blur_rgb_to_planes, gaussian_kernel, hat_weights
+from dpcal.physics.optics import PSFField, apply_psf_field, blur_rgb_to_planes, gaussian_kernel, hat_weights
 
 
 def random_field(rng, gy=3, gx=4, c=2, k=5, h=40, w=52):

@@ -8,12 +8,14 @@ chunking or on the number of workers.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
 from dpcal.io.atomic import write_bytes_atomic
+from dpcal.io.dng import write_dng
+from dpcal.physics.sensor import to_dn
+from dpcal.sim.geometry import ImageSkip, load_image
 
 PNG_PARAMS = None  # filled lazily (cv2 constants)
 _STATE: dict = {}
@@ -82,7 +84,6 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
     """
     import torch
 
-    from dpcal.sim.geometry import ImageSkip, load_image
 
     if cfg is None:
         cfg = _STATE["cfg"]
@@ -111,8 +112,6 @@ def process_chunk(cfg: dict | None, items: Sequence[tuple]) -> list[dict]:
             if cfg["format"] == "png":
                 write_bytes_atomic(out, encode_png16(mos[i]))
             else:
-                from dpcal.io.dng import write_dng
-                from dpcal.physics.sensor import to_dn
 
                 if cfg["dng_levels"] == "profile":
                     black, white = sim.profile.black_level, sim.profile.white_level(iso)

@@ -6,9 +6,13 @@ This is what ``dpcal fit-noise`` runs; every step is a library call:
    (``file,iso[,kind[,exposure]]``), with ISO and exposure from metadata where not given.
 2. Per ISO, :func:`fit_single_iso` (one or more captures pooled) or :func:`fit_pairs_iso`
    (frame stacks per exposure plus darks), or :func:`fit_emva_file` for an EMVA 1288 set.
-3. :func:`build_report`: the JSON document, with the ISO model and leave-one-ISO-out check
+3. :func:`table_rows` and :func:`iso_model_report`: the report's rows, the ISO model and the leave-one-ISO-out check
    (:func:`dpcal.profile.model.fit_iso_model`, :func:`dpcal.profile.model.leave_one_iso_out`).
 4. :func:`write_profile`, :func:`write_csv`, and :mod:`dpcal.noise.plots`.
+
+The module is about 700 lines because it is the whole command for three input routes (single
+captures, frame stacks, EMVA 1288 sets) that share the input records, the ISO grouping and the
+outputs; the fitting itself is in :mod:`dpcal.noise`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from dpcal.cfa import PLANES
+from dpcal.cfa import PLANES, split_planes
 from dpcal.errors import BadInputError, FitError
+from dpcal.io.atomic import check_writable, sha256_file, write_bytes_atomic
+from dpcal.io.raw import read_exif, read_raw
+from dpcal.noise.fit import NoiseFit, fit_levelsets
+from dpcal.noise.hygiene import black_from_darks, defect_map, detect_white_level, prepare_capture
+from dpcal.noise.levelsets import LevelSets
+from dpcal.noise.pairs import LINEAR_LIMIT, fit_emva, temporal_levelsets, temporal_stats
+from dpcal.noise.single import CaptureSets
+from dpcal.physics.clipped import noise_std
+from dpcal.profile import Profile, load_profile, new_profile
+from dpcal.profile.model import fit_iso_model, leave_one_iso_out
 
 log = logging.getLogger("dpcal")
 
@@ -106,15 +120,13 @@ def collect_inputs(
     darks: list[str] = (),
     iso: float | None = None,
 ) -> list[InputFile]:
-    """All input files with ISO, kind and exposure (``--iso`` overrides, then manifest, then EXIF)."""
-    from dpcal.io.raw import read_exif
-
+    """All input files with ISO, kind and exposure (``iso`` overrides, then the manifest, then EXIF)."""
     files: list[InputFile] = [InputFile(Path(p), kind="capture") for p in inputs]
     files += [InputFile(Path(p), kind="dark") for p in darks]
     if manifest:
         files += read_manifest(manifest)
     if not files:
-        raise BadInputError("no input files; give RAW files, --manifest CSV or --emva FILE")
+        raise BadInputError("no input files; give RAW files, `manifest` CSV or `emva` FILE")
     seen = set()
     for i, f in enumerate(files):
         f.order = i
@@ -156,21 +168,17 @@ def group_by_iso(files: list[InputFile]) -> dict[float | None, list[InputFile]]:
         unknown = [str(f.path) for f in groups[None] if f.kind == "capture"]
         raise BadInputError(
             f"{unknown[0]}: ISO unknown (no metadata) while other inputs have one; "
-            "pass --iso or a --manifest CSV with the ISO of every file"
+            "pass `iso` or a `manifest` CSV with the ISO of every file"
         )
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
 
 
 def _read(f: InputFile, raw_kw: dict):
-    from dpcal.io.raw import read_raw
-
     return read_raw(f.path, iso=f.iso, **raw_kw)
 
 
 def _dark_calibration(darks: list, pattern: str) -> tuple[tuple[float, ...] | None, np.ndarray | None]:
     """Black level per plane and the hot-pixel map from dark frames (None without darks)."""
-    from dpcal.noise.hygiene import black_from_darks, defect_map
-
     if not darks:
         return None, None
     valid = defect_map([d.dn for d in darks], pattern=pattern)
@@ -179,8 +187,6 @@ def _dark_calibration(darks: list, pattern: str) -> tuple[tuple[float, ...] | No
 
 def _common_white(raws: list) -> tuple[float, bool]:
     """The ISO's white level: the lowest detected pile-up over its captures, else metadata."""
-    from dpcal.noise.hygiene import detect_white_level
-
     found = []
     for r in raws:
         w, det = detect_white_level(r.dn, r.white_level, min(r.black_level))
@@ -221,9 +227,6 @@ def fit_single_iso(
     Returns ``(fits_by_plane, capture_infos, sensor)``; ``sensor`` holds the pattern, black
     and white levels used.
     """
-    from dpcal.noise.hygiene import prepare_capture
-    from dpcal.noise.single import CaptureSets
-
     raw_kw = raw_kw or {}
     caps = [f for f in files if f.kind == "capture"]
     dark_files = [f for f in files if f.kind == "dark"]
@@ -282,7 +285,7 @@ def _stacks(caps: list[InputFile], what: str) -> list[list[InputFile]]:
     if len(no_exp) % 2:
         raise BadInputError(
             f"{what}: {len(no_exp)} frame(s) without an exposure time; they are paired in the order given, "
-            "so give an even number (or exposure times in a --manifest)"
+            "so give an even number (or exposure times in a `manifest`)"
         )
     stacks += [no_exp[i : i + 2] for i in range(0, len(no_exp), 2)]
     single = [s for s in stacks if len(s) < 2]
@@ -312,12 +315,6 @@ def fit_pairs_iso(
 
     Returns ``(fits_by_plane, stack_infos, sensor)``.
     """
-    from dpcal.cfa import split_planes
-    from dpcal.noise.fit import fit_levelsets
-    from dpcal.noise.hygiene import black_from_darks, defect_map, detect_white_level
-    from dpcal.noise.levelsets import LevelSets
-    from dpcal.noise.pairs import LINEAR_LIMIT, temporal_levelsets, temporal_stats
-
     raw_kw = raw_kw or {}
     what = f"ISO {iso:g}" if iso is not None else "pairs"
     caps = [f for f in files if f.kind == "capture"]
@@ -425,9 +422,6 @@ def _saturation_level(level: np.ndarray, var: np.ndarray) -> float:
 
 def _compare_single(fits, stack, raws, black, white, pattern, valid) -> None:
     """Single-image estimate on one frame of a stack: fixed-pattern share ``alpha_single/alpha - 1``."""
-    from dpcal.noise.hygiene import prepare_capture
-    from dpcal.noise.single import CaptureSets
-
     r = raws[stack[0].path]
     try:
         prep = prepare_capture(r.dn, pattern, black, white, valid=valid, detect_white=False, path=r.path)
@@ -454,10 +448,6 @@ def fit_emva_file(path: str, iso: float | None = None, progress: bool = False) -
 
     Returns ``(fits_by_plane, emva_summary)``.
     """
-    from dpcal.noise.fit import NoiseFit
-    from dpcal.noise.levelsets import LevelSets
-    from dpcal.noise.pairs import fit_emva
-
     r = fit_emva(path, progress=progress)
     steps = r["steps"]
     white = r["white_level"]
@@ -509,8 +499,6 @@ def table_rows(fits_by_iso: dict) -> list[dict]:
 
 def iso_model_report(rows: list[dict], kind: str = "cts") -> dict | None:
     """The ISO model fitted to the table rows per plane, and its leave-one-ISO-out errors."""
-    from dpcal.profile.model import fit_iso_model, leave_one_iso_out
-
     if not rows:
         return None
     if kind == "cts" and len({r["iso"] for r in rows}) < 2:
@@ -554,11 +542,8 @@ def write_profile(
     Provenance: method, inputs with SHA-256, dpcal version and date. With ``update`` the
     existing profile's rows at other ISOs are kept and the ISO model is refitted on all rows.
     """
-    from dpcal.io.atomic import sha256_file
-    from dpcal.profile import Profile, load_profile, new_profile
-
     if not rows:
-        raise BadInputError("cannot write a profile: the ISO of the inputs is unknown; pass --iso or a --manifest")
+        raise BadInputError("cannot write a profile: the ISO of the inputs is unknown; pass `iso` or a `manifest`")
     p = Path(path)
     maker = sensor.get("maker") or "unknown"
     model = sensor.get("model") or "unknown"
@@ -602,9 +587,6 @@ CSV_COLUMNS = (
 
 def write_csv(path: str | os.PathLike, fits_by_iso: dict) -> int:
     """Write every level set with its fit to a CSV (atomically); returns the number of rows."""
-    from dpcal.io.atomic import write_bytes_atomic
-    from dpcal.physics.clipped import noise_std
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
@@ -649,6 +631,7 @@ def run_fit_noise(
     scene: str = "auto",
     skip_failed: bool = False,
     raw_kw: dict | None = None,
+    progress: bool = True,
 ) -> dict:
     """Run ``dpcal fit-noise``: fit every ISO, then the ISO model; write the requested outputs.
 
@@ -662,10 +645,8 @@ def run_fit_noise(
     BadInputError, FitError
         Bad inputs, or an undetermined fit (unless ``skip_failed``, which records it).
     """
-    from dpcal.io.atomic import check_writable
-
     if method not in ("single", "pairs"):
-        raise BadInputError(f"--method must be single or pairs, got {method!r}")
+        raise BadInputError(f"`method` must be single or pairs, got {method!r}", param="method")
     # Check every output before the (long) fit, so that a refusal costs nothing.
     if output:
         check_writable(output, overwrite or update)
@@ -676,7 +657,7 @@ def run_fit_noise(
         if pd.exists() and not pd.is_dir():
             raise BadInputError(f"{pd} exists and is not a folder")
         if pd.is_dir() and any(pd.glob("noise_*.png")) and not overwrite:
-            raise BadInputError(f"{pd} already holds noise plots; pass --overwrite to replace them")
+            raise BadInputError(f"{pd} already holds noise plots; pass `overwrite=True` to replace them")
     report: dict = {"method": "pairs" if emva else method}
     fits_by_iso: dict = {}
     failed: list[dict] = []
@@ -686,8 +667,8 @@ def run_fit_noise(
     all_inputs: list[str] = []
     if emva:
         if inputs or manifest or darks:
-            raise BadInputError("--emva reads its frames from the descriptor; give no other inputs")
-        fits, summary = fit_emva_file(emva, iso=iso, progress=_progress_enabled())
+            raise BadInputError("`emva` reads its frames from the descriptor; give no other inputs")
+        fits, summary = fit_emva_file(emva, iso=iso, progress=progress)
         fits_by_iso[iso] = fits
         report["emva"] = summary
         all_inputs = [emva]
@@ -700,7 +681,7 @@ def run_fit_noise(
         groups = group_by_iso(files)
         from tqdm import tqdm
 
-        bar = tqdm(total=len(files), desc="fit-noise", unit="file", disable=None if _progress_enabled() else True, leave=False)
+        bar = tqdm(total=len(files), desc="fit-noise", unit="file", disable=None if progress else True, leave=False)
         try:
             for g_iso, g_files in groups.items():
                 try:
@@ -751,7 +732,3 @@ def run_fit_noise(
         outputs["plots"] = files_out
     report["outputs"] = outputs
     return report
-
-
-def _progress_enabled() -> bool:
-    return os.environ.get("DPCAL_QUIET") != "1"

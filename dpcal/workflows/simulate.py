@@ -17,12 +17,15 @@ the journal records finished images; an interrupted run, repeated with the same 
 redoes only what is not recorded and gives byte-identical files whatever the number of
 workers. ``dataset.json`` says ``"complete": true`` only after every image is recorded and the
 manifest is written.
+
+The dataset format that readers share (discovery, per-image seeds, file names, the card) is
+:mod:`dpcal.sim.layout`; the per-image work runs in :mod:`dpcal.workflows.simulate_worker`, the
+preview is drawn by :mod:`dpcal.workflows.simulate_preview`.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import itertools
@@ -37,230 +40,32 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from dpcal._version import __version__
-from dpcal.cfa import PLANES
 from dpcal.errors import BadInputError, DpcalError
 from dpcal.io.atomic import check_writable, write_bytes_atomic, write_json_atomic
+from dpcal.physics.optics import PSFField
+from dpcal.profile import load_profile
+from dpcal.sim.config import SimConfig
+from dpcal.sim.geometry import CROPS
+from dpcal.sim.layout import (
+    CARD,
+    FORMATS,
+    JOURNAL,
+    MANIFEST,
+    MANIFEST_COLUMNS,
+    SCHEMA_VERSION,
+    STATE_DIR,
+    Item,
+    discover,
+    read_card,
+)
+from dpcal.workflows.simulate_preview import preview_dataset
+from dpcal.workflows.simulate_worker import init_worker, process_chunk
 
 log = logging.getLogger("dpcal")
 
-SCHEMA_VERSION = 1
-CARD = "dataset.json"
-MANIFEST = "manifest.csv"
-STATE_DIR = ".dpcal-sim"
-JOURNAL = "journal.jsonl"
-FORMATS = ("png", "dng")
+__all__ = ["simulate_dataset"]
+
 EXECUTORS = ("local", "dask")
-MANIFEST_COLUMNS = (
-    ["path", "label", "class_index", "lux", "iso", "alpha", "sigma"]
-    + [f"alpha_{p}" for p in PLANES]
-    + [f"sigma_{p}" for p in PLANES]
-    + ["seed", "source", "status", "detail"]
-)
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "MANIFEST_COLUMNS",
-    "Item",
-    "Source",
-    "imagenet_synsets",
-    "derive_seed",
-    "discover",
-    "simulate_dataset",
-    "read_card",
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class Item:
-    """One source image: ``key`` (relative source path, seeds and identity), output ``out``
-    (relative to ``DST``), label, class index and seed."""
-
-    key: str
-    source: str
-    label: str
-    class_index: int
-    out: str
-    seed: int
-
-
-@dataclasses.dataclass
-class Source:
-    kind: str  # "folders" or "csv"
-    root: str
-    items: list[Item]
-    classes: dict[str, int]
-    class_index_source: str
-    empty_classes: list[str]
-    ignored_files: int
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ILSVRC wnids in class-index order (shipped with dpcal; MIT, Dirty Pixels code).
-
-    Examples
-    --------
-    >>> s = imagenet_synsets()
-    >>> len(s), s[0], s[-1]
-    (1000, 'n01440764', 'n15075141')
-    """
-    from importlib.resources import files
-
-    text = (files("dpcal.sim") / "data" / "imagenet_lsvrc_2015_synsets.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def derive_seed(seed: int, key: str) -> int:
-    """Per-image seed from the run seed and the image's key (63-bit, stable across platforms).
-
-    Examples
-    --------
-    >>> derive_seed(0, "n01440764/a.JPEG") == derive_seed(0, "n01440764/a.JPEG")
-    True
-    >>> derive_seed(0, "a") != derive_seed(1, "a")
-    True
-    """
-    h = hashlib.blake2b(f"dpcal-sim\0{int(seed)}\0{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & (2**63 - 1)
-
-
-def _class_indices(labels: Iterable[str]) -> tuple[dict[str, int], str]:
-    labels = sorted(set(labels))
-    syn = imagenet_synsets()
-    if labels and all(lab in syn for lab in labels):
-        pos = {w: i for i, w in enumerate(syn)}
-        return {lab: pos[lab] for lab in labels}, "imagenet_lsvrc_2015_synsets"
-    return {lab: i for i, lab in enumerate(labels)}, "sorted labels"
-
-
-def _safe_label(label: str) -> str:
-    s = label.strip().replace("/", "_").replace("\\", "_")
-    if s in ("", ".", ".."):
-        s = "_" + s.replace(".", "_")
-    return s
-
-
-def _assign_outputs(rows: list[tuple[str, str, str]], seed: int, fmt: str) -> tuple[list[Item], dict[str, int], str]:
-    """rows: (key, absolute source, label) -> Items with unique output names per class folder."""
-    classes, how = _class_indices(r[2] for r in rows)
-    used: set[str] = set()
-    items = []
-    for key, source, label in sorted(rows, key=lambda r: r[0]):
-        folder = _safe_label(label)
-        stem = os.path.splitext(os.path.basename(key))[0]
-        name = f"{folder}/{stem}.{fmt}"
-        n = 2
-        while name.lower() in used:
-            name = f"{folder}/{stem}__{n}.{fmt}"
-            n += 1
-        used.add(name.lower())
-        items.append(Item(key, source, label, classes[label], name, derive_seed(seed, key)))
-    return items, classes, how
-
-
-def discover(src: str | os.PathLike, *, seed: int = 0, fmt: str = "png") -> Source:
-    """List the images of ``src``: class folders ``SRC/<label>/*`` or a CSV ``path,label``.
-
-    Image files are recognised by extension (JPEG, PNG, TIFF, BMP, WebP, PPM/PGM, GIF); other
-    files are ignored and counted. Class indices follow the ImageNet synset order when every
-    label is an ILSVRC wnid, else the sorted labels (empty class folders included).
-
-    Raises
-    ------
-    BadInputError
-        Missing source, no class folders, no images, a malformed CSV.
-    """
-    from dpcal.sim.geometry import IMAGE_SUFFIXES
-
-    p = Path(src)
-    if not p.exists():
-        raise BadInputError(f"{p}: no such folder or CSV file")
-    if p.is_file():
-        return _discover_csv(p, seed, fmt)
-    root = os.path.abspath(p)
-    with os.scandir(root) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    class_dirs = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-    if not class_dirs:
-        raise BadInputError(f"{p} has no class folders; expected {p}/<class>/<image files> (ImageNet layout) or a CSV path,label")
-    rows, empty = [], []
-    ignored = sum(1 for e in entries if e.is_file())
-    for name in class_dirs:
-        n = 0
-        # os.scandir, not pathlib: a million-image tree is listed in seconds.
-        for rel, full in _walk_files(os.path.join(root, name), name):
-            if os.path.splitext(rel)[1].lower() in IMAGE_SUFFIXES:
-                rows.append((rel, full, name))
-                n += 1
-            else:
-                ignored += 1
-        if n == 0:
-            empty.append(name)
-    if not rows:
-        raise BadInputError(f"no image files in the class folders of {p}")
-    items, classes, how = _assign_outputs(rows, seed, fmt)
-    if empty:
-        all_classes, how = _class_indices(class_dirs)
-        items = [dataclasses.replace(it, class_index=all_classes[it.label]) for it in items]
-        classes = all_classes
-    return Source("folders", str(p.resolve()), items, classes, how, empty, ignored)
-
-
-def _walk_files(folder: str, rel: str):
-    """(relative posix path, absolute path) of the non-hidden files under ``folder``, sorted."""
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        if e.name.startswith("."):
-            continue
-        r = f"{rel}/{e.name}"
-        if e.is_dir():
-            yield from _walk_files(e.path, r)
-        elif e.is_file():
-            yield r, e.path
-
-
-def _discover_csv(p: Path, seed: int, fmt: str) -> Source:
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInputError(f"{p}: cannot read the CSV ({e})") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        rows = rows[1:]
-    if not rows:
-        raise BadInputError(f"{p}: the CSV has no rows; expected lines 'path,label'")
-    out = []
-    for i, r in enumerate(rows, 1):
-        if len(r) < 2 or not r[0].strip() or not r[1].strip():
-            raise BadInputError(f"{p}: row {i} is not 'path,label': {','.join(r)!r}")
-        rel, label = r[0].strip(), r[1].strip()
-        f = Path(rel) if Path(rel).is_absolute() else p.parent / rel
-        out.append((rel, os.path.abspath(f), label))
-    keys = [k for k, _, _ in out]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise BadInputError(f"{p}: {dup!r} is listed more than once")
-    items, classes, how = _assign_outputs(out, seed, fmt)
-    return Source("csv", str(p.resolve()), items, classes, how, [], 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# the card, the journal, the manifest
-
-
-def read_card(dst: str | os.PathLike) -> dict | None:
-    """The ``dataset.json`` of ``dst`` (None if absent); refuses unknown schema versions."""
-    p = Path(dst) / CARD
-    if not p.is_file():
-        return None
-    try:
-        card = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{p}: unreadable dataset card ({e}); pass --overwrite to rebuild") from None
-    if card.get("schema_version") != SCHEMA_VERSION:
-        raise BadInputError(f"{p}: dataset card schema_version {card.get('schema_version')!r} is not supported "
-                            f"(this dpcal reads {SCHEMA_VERSION})")
-    return card
 
 
 def _read_journal(path: Path) -> dict[str, dict]:
@@ -333,8 +138,6 @@ def _chunks(items: Sequence, size: int) -> list:
 
 
 def _run_local(cfg, chunks, workers, on_result):
-    from dpcal.sim.worker import init_worker, process_chunk
-
     if workers == 0:
         init_worker()
         for ch in chunks:
@@ -373,9 +176,9 @@ def _dask_client(scheduler):
     try:
         from distributed import Client
     except ImportError:
-        raise BadInputError("--executor dask needs dask.distributed: pip install 'dpcal[dask]'") from None
+        raise BadInputError("`executor=dask` needs dask.distributed: pip install 'dpcal[dask]'") from None
     if not scheduler:
-        raise BadInputError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+        raise BadInputError("`executor=dask` needs `scheduler` ADDRESS (e.g. tcp://host:8786)")
     try:
         return Client(scheduler, timeout="20s"), True
     except (OSError, TimeoutError) as e:
@@ -393,7 +196,7 @@ def _forkserver():
     from multiprocessing import forkserver
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["dpcal.sim.worker", "dpcal.sim.simulator", "dpcal.sim.geometry", "cv2", "PIL.Image"])
+    ctx.set_forkserver_preload(["dpcal.workflows.simulate_worker", "dpcal.sim.simulator", "dpcal.sim.geometry", "cv2", "PIL.Image"])
     forkserver.ensure_running()
     return ctx
 
@@ -401,7 +204,6 @@ def _forkserver():
 def _run_dask(cfg, chunks, client, on_result):
     from distributed import as_completed
 
-    from dpcal.sim.worker import process_chunk
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     cfg_f = client.scatter(cfg, broadcast=True)
@@ -473,7 +275,7 @@ def simulate_dataset(
     overwrite : bool
         Replace a finished dataset (or a different unfinished one) in ``dst``.
     preview : path, optional
-        Also write a preview grid PNG (:func:`dpcal.sim.preview.render_preview`).
+        Also write a preview grid PNG (:func:`dpcal.workflows.simulate_preview.render_preview`).
     progress : bool
         tqdm progress bar on stderr.
 
@@ -487,10 +289,6 @@ def simulate_dataset(
     BadInputError
         Bad settings, unreadable source, unwritable or conflicting destination.
     """
-    from dpcal.profile import load_profile
-    from dpcal.sim.config import SimConfig
-    from dpcal.sim.geometry import CROPS
-
     t0 = time.perf_counter()
     if fmt not in FORMATS:
         raise BadInputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -499,12 +297,12 @@ def simulate_dataset(
     if crop not in CROPS:
         raise BadInputError(f"unknown crop {crop!r}; use one of {', '.join(CROPS)}")
     if not (isinstance(size, int) and size >= 8 and size % 2 == 0):
-        raise BadInputError(f"--size must be an even number of pixels >= 8 (whole 2x2 CFA tiles), got {size}")
+        raise BadInputError(f"`size` must be an even number of pixels >= 8 (whole 2x2 CFA tiles), got {size}", param="size")
     if min_size < 1:
-        raise BadInputError(f"--min-size must be >= 1, got {min_size}")
+        raise BadInputError(f"`min_size` must be >= 1, got {min_size}", param="min_size")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 0:
-        raise BadInputError(f"--workers must be >= 0, got {workers}")
+        raise BadInputError(f"`workers` must be >= 0, got {workers}", param="workers")
     prof = load_profile(profile)
     sim_cfg = SimConfig(mode=mode, lux=lux, linearize=linearize, pattern=pattern, quantize=quantize, psf=psf,
                         psf_position=psf_position).resolve(prof)
@@ -515,7 +313,7 @@ def simulate_dataset(
     preview_path = Path(preview) if preview else None
     if preview_path is not None:
         if preview_path.suffix.lower() != ".png":
-            raise BadInputError(f"--preview must name a .png file, got {preview_path}")
+            raise BadInputError(f"`preview` must name a .png file, got {preview_path}", param="preview")
         check_writable(preview_path, overwrite=overwrite)
 
     profile_hash = hashlib.sha256(json.dumps(prof.doc, sort_keys=True).encode()).hexdigest()
@@ -596,7 +394,6 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
         "dng_levels": settings["dng_levels"],
     }
     if sim_cfg.psf:
-        from dpcal.psf import PSFField
 
         task_cfg["psf_field"] = PSFField.load(prof.psf_path())
     n_par = workers if executor == "local" else 4
@@ -606,7 +403,7 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
     from tqdm import tqdm
 
     bar = tqdm(total=len(source.items), initial=len(done), unit="img", file=sys.stderr, dynamic_ncols=True,
-               disable=not progress or bool(os.environ.get("DPCAL_QUIET")), desc="simulate")
+               disable=not progress, desc="simulate")
     t_work = time.perf_counter()
     journal = open(journal_path, "a", encoding="utf-8")
 
@@ -637,7 +434,7 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
 
         if isinstance(e, BrokenProcessPool):
             raise DpcalError("a worker process died (out of memory?); rerun the same command to resume, "
-                             "perhaps with fewer --workers") from None
+                             "perhaps with fewer `workers`") from None
         raise
     finally:
         journal.close()
@@ -668,7 +465,6 @@ def _simulate(source, dst, prof, sim_cfg, settings, identity, token, overwrite, 
         "dst": str(dst),
     }
     if preview_path is not None:
-        from dpcal.sim.preview import preview_dataset
 
         preview_dataset(dst, preview_path, source=source, task_cfg=task_cfg)
         result["preview"] = str(preview_path)
@@ -689,14 +485,14 @@ def _prepare_dst(dst: Path, token: str, identity: dict, overwrite: bool) -> dict
         if card is None:
             others = [f for f in dst.iterdir() if f.name != STATE_DIR]
             if others and not overwrite:
-                raise BadInputError(f"{dst} is not empty and holds no dpcal dataset; choose a new folder or pass --overwrite")
+                raise BadInputError(f"{dst} is not empty and holds no dpcal dataset; choose a new folder or pass `overwrite=True`")
         elif card.get("complete") and not overwrite:
-            raise BadInputError(f"{dst} already holds a complete dataset; pass --overwrite to rebuild it")
+            raise BadInputError(f"{dst} already holds a complete dataset; pass `overwrite=True` to rebuild it")
         elif card.get("token") != token and not overwrite:
             diff = [k for k in identity if k not in card or _ident_part(card, k, identity[k]) != identity[k]]
             raise BadInputError(
                 f"{dst} holds an unfinished dataset made with different {' and '.join(diff) or 'settings'}; "
-                "rerun the original command to finish it, or pass --overwrite to start again"
+                "rerun the original command to finish it, or pass `overwrite=True` to start again"
             )
     try:
         dst.mkdir(parents=True, exist_ok=True)

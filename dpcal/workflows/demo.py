@@ -10,24 +10,35 @@ from pathlib import Path
 
 import numpy as np
 
+from dpcal.chart import chart_raster, make_chart
+from dpcal.chart.geometry import pose_mapping
+from dpcal.chart.render import render_capture, write_capture
+from dpcal.errors import BadInputError
 from dpcal.io.atomic import write_json_atomic
+from dpcal.io.dng import write_dng
+from dpcal.io.raw import read_raw
+from dpcal.physics.optics import PSFField, gaussian_kernel
+from dpcal.profile import load_profile
+from dpcal.psf.estimate import relative_l2
+from dpcal.psf.fit import fit_psf
+from dpcal.testing.captures import gray_chart, synthetic_capture
+from dpcal.workflows.fit_noise import run_fit_noise
+from dpcal.workflows.simulate import simulate_dataset
 
 log = logging.getLogger("dpcal")
 
 DEMO_LUX = (3.0, 6.0, 20.0, 200.0)
 
 
-def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 0, overwrite: bool = False) -> dict:
-    """Run the demo into ``out_dir`` and return its summary (also written as ``summary.json``)."""
-    from dpcal.errors import BadInputError
-    from dpcal.io.dng import write_dng
-    from dpcal.io.raw import read_raw
-    from dpcal.profile import load_profile
-    from dpcal.synth import gray_chart, synthetic_capture
+def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 0, overwrite: bool = False,
+             progress: bool = True) -> dict:
+    """Run the demo into ``out_dir`` and return its summary (also written as ``summary.json``).
 
+    ``progress`` shows the fit-noise progress bar on stderr (when it is a terminal).
+    """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise BadInputError(f"{out} is not empty; pass --overwrite or choose another --out")
+        raise BadInputError(f"{out} is not empty; pass `overwrite=True` or choose another `out`")
     out.mkdir(parents=True, exist_ok=True)
     prof = load_profile(profile)
     summary: dict = {"profile": prof.id, "out": str(out)}
@@ -55,7 +66,7 @@ def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 
     ]
 
     # 4. Calibrate the noise back from the capture (dpcal fit-noise, single-image route).
-    summary["fit_noise"] = _demo_fit_noise(capture, noise, out / "noise_plots")
+    summary["fit_noise"] = _demo_fit_noise(capture, noise, out / "noise_plots", progress)
 
     # 5. Lens PSFs: a small PSF chart, a rendered capture through a known lens, fit-psf back.
     summary["fit_psf"] = _demo_fit_psf(out / "psf", prof, seed)
@@ -65,11 +76,9 @@ def run_demo(out_dir: str | Path, profile: str = "nexus6p-rear", *, seed: int = 
     return summary
 
 
-def _demo_fit_noise(capture: Path, truth, plots: Path) -> list[dict]:
+def _demo_fit_noise(capture: Path, truth, plots: Path, progress: bool) -> list[dict]:
     """Fit the demo capture and compare with the profile's noise it was made with."""
-    from dpcal.noise.calibrate import run_fit_noise
-
-    rep = run_fit_noise([str(capture)], plots=str(plots), overwrite=True)
+    rep = run_fit_noise([str(capture)], plots=str(plots), overwrite=True, progress=progress)
     rows = []
     for f in rep["fits"]:
         p = f["plane"]
@@ -85,14 +94,6 @@ def _demo_fit_noise(capture: Path, truth, plots: Path) -> list[dict]:
 
 def _demo_fit_psf(out: Path, prof, seed: int) -> dict:
     """make-chart -> render-chart -> fit-psf on an 800 x 600 sensor (a few seconds)."""
-    from dpcal.chart import chart_raster, make_chart
-    from dpcal.chart.geometry import pose_mapping
-    from dpcal.chart.render import render_capture, write_capture
-    from dpcal.io.raw import read_raw
-    from dpcal.psf.estimate import relative_l2
-    from dpcal.psf.field import PSFField, gaussian_kernel
-    from dpcal.psf.fit import fit_psf
-
     spec = make_chart("psf", out / "chart", size_mm=(62, 46), dpi=300, square=24, pdf=False, overwrite=True)
     k = 15
     lens = gaussian_kernel(k, 1.4, 1.0, theta=0.5)  # an astigmatic lens
@@ -138,7 +139,6 @@ def demo_images(root: Path, n_per_class: int = 3, size: tuple[int, int] = (160, 
 def _demo_simulate(out: Path, prof, seed: int) -> dict:
     import shutil
 
-    from dpcal.sim.dataset import simulate_dataset
 
     src = out / "sim_src"
     shutil.rmtree(src, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Synthetic RAW captures with known noise, for tests, demos and capture planning.
+"""Synthetic RAW captures with known noise, for tests, benchmarks and ``dpcal demo``.
 
 Everything here follows paper eq. 1 in normalised units: ``y = clip(alpha * Poisson(x / alpha) +
 N(0, sigma^2), 0, 1)`` per CFA plane, then (optionally) conversion to digital numbers with the
@@ -11,16 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
-from dpcal.cfa import PLANES, plane_map
+from dpcal.cfa import per_plane
 from dpcal.physics.sensor import sample_poisson_gaussian, to_dn
-
-
-def per_plane(values: Mapping[str, float] | float, pattern: str, shape: tuple[int, int]) -> np.ndarray:
-    """Expand a per-plane value (``{"R": .., "Gr": .., "Gb": .., "B": ..}`` or a scalar) to a mosaic map."""
-    if not isinstance(values, Mapping):
-        return np.full(shape, float(values))
-    table = np.array([values[p] for p in PLANES], dtype=np.float64)
-    return table[plane_map(pattern, *shape)]
 
 
 def gray_chart(

@@ -4,7 +4,7 @@ A field holds one kernel per grid node and CFA plane, ``psf[gy, gx, c, k, k]`` (
 ``R, Gr, Gb, B``), at the nodes ``node_xy[gy, gx] = (x, y)`` in full-sensor pixels. Kernels are
 true convolution kernels, odd-sized, centred at ``((k-1)/2, (k-1)/2)``, non-negative and summing
 to 1, indexed by the *source* position. The field is applied as an efficient filter flow
-(Hirsch et al. 2010; REFERENCE.md section 1)::
+(Hirsch et al. 2010; ``docs/conventions.md``)::
 
     y = sum_g h_g * (w_g . x)
 

@@ -1,0 +1,17 @@
+"""Support for testing and benchmarking dpcal (like ``numpy.testing``): synthetic inputs with a
+known truth, which the test suite, the benchmarks and ``dpcal demo`` build on.
+
+- :mod:`dpcal.testing.captures`: synthetic gray-chart captures with known Poisson-Gaussian noise.
+- :mod:`dpcal.testing.scenes`: clean "natural-ish" scenes for the noise fitters.
+
+Nothing in the calibration, profile, simulation or learning layers imports this package
+(``docs/architecture.md``). Names are imported on first use (``lazy_loader``, SPEC 1).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["captures", "scenes"],
+    submod_attrs={"captures": ["gray_chart", "synthetic_capture"], "scenes": ["natural_scene"]},
+)
