@@ -57,6 +57,9 @@ class RawImage:
         From the file's metadata when it has them (``exposure_time`` in seconds).
     maker, model : str or None
     path : str or None
+    white_balance : tuple of 4 float or None
+        The camera's as-shot white-balance gains per plane (``R, Gr, Gb, B``, green = 1), from
+        LibRaw; None for other readers or files without them.
     """
 
     dn: np.ndarray
@@ -69,6 +72,7 @@ class RawImage:
     maker: str | None = None
     model: str | None = None
     path: str | None = None
+    white_balance: tuple[float, float, float, float] | None = None
 
     @property
     def height(self) -> int:
@@ -237,6 +241,7 @@ def _read_libraw(p: Path, pattern: str | None) -> RawImage:
         black = tuple(float(per_channel[colors[offs[n]]]) for n in PLANES)
         white = float(raw.white_level)
         bits = int(np.ceil(np.log2(white + 1))) if white > 0 else None
+        wb = _as_shot_gains(list(raw.camera_whitebalance), desc, colors, offs)
     return RawImage(
         dn=dn,
         pattern=validate_pattern(pattern) if pattern else file_pattern,
@@ -244,7 +249,24 @@ def _read_libraw(p: Path, pattern: str | None) -> RawImage:
         white_level=white,
         bit_depth=bits,
         path=str(p),
+        white_balance=wb,
     )
+
+
+def _as_shot_gains(gains: list, desc: str, colors, offs) -> tuple[float, float, float, float] | None:
+    """Per-plane as-shot gains normalised to green, or None when LibRaw has none."""
+    g = [float(v) for v in gains]
+    green = next((g[i] for i, c in enumerate(desc) if c == "G" and g[i] > 0), 0.0)
+    if green <= 0:
+        return None
+    per = []
+    for n in PLANES:
+        c = int(colors[offs[n]])
+        v = g[c] if g[c] > 0 else (green if desc[c] == "G" else 0.0)  # LibRaw often leaves the second G at 0
+        if v <= 0:
+            return None
+        per.append(v / green)
+    return tuple(per)
 
 
 @contextlib.contextmanager
