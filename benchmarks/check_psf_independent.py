@@ -7,12 +7,14 @@ pixel (nearest chart pixel; an approximation of the pixel integral whose error i
 chart's contrast at 3x3, 9 % at 8x8), its own homography (rotation, perspective) and radial
 distortion about the sensor centre, quadratic vignetting, a truth field on its own grid
 (``--truth-grid``, spanning the whole sensor) of astigmatic Gaussians (sigma 0.8 px at the centre
-to 3.2 px in the corners) or zero-centroid comet-shaped PSFs, GRBG, Poisson-Gaussian noise and a
+to 3.2 px in the corners; ``astigmatic``: 2.4 x 1.3 px, colour scales closer together) or
+zero-centroid comet-shaped PSFs, GRBG (or ``--pattern``), Poisson-Gaussian noise and a
 12-bit DNG. Then it runs the CLI and prints the kernel relative L2 error at the fitted nodes
 against the truth there (median, worst), the registration RMS and the time::
 
     python benchmarks/check_psf_independent.py                      # 4000x3000, 31 px, 8x6 (~4 min)
     python benchmarks/check_psf_independent.py --shape comet --points 4
+    python benchmarks/check_psf_independent.py --shape astigmatic --pattern RGGB --kernel-size 21
     python benchmarks/check_psf_independent.py --size 2400 1600 --kernel-size 15 --grid 6 4 \\
         --truth-grid 6 4 --alpha 4e-4 --sigma 1e-3 --rotate -4
 """
@@ -72,7 +74,8 @@ def truth_field(W: int, H: int, K: int, tgx: int, tgy: int, shape: str):
         for i, x in enumerate(tx):
             r, th = np.hypot(x - cx, y - cy) / rn, np.arctan2(y - cy, x - cx)
             e = np.array([np.cos(th), np.sin(th)])
-            for c, f in enumerate((1.2, 1.0, 1.05, 1.35)):
+            scales = (1.15, 1.0, 1.0, 1.3) if shape == "astigmatic" else (1.2, 1.0, 1.05, 1.35)
+            for c, f in enumerate(scales):
                 s1, s2 = (0.8 + 1.6 * r**2) * f, (0.8 + 0.5 * r**2) * f
                 if shape == "comet":  # core inward, faint wide tail outward, centroid zero
                     d = 3.0 * r
@@ -90,7 +93,10 @@ def main(argv=None):
     ap.add_argument("--grid", type=int, nargs=2, default=(8, 6))
     ap.add_argument("--truth-grid", type=int, nargs=2, default=(16, 12))
     ap.add_argument("--points", type=int, default=8, help="point samples per pixel and axis")
-    ap.add_argument("--shape", choices=["gauss", "comet"], default="gauss")
+    ap.add_argument("--shape", choices=["gauss", "comet", "astigmatic"], default="gauss",
+                    help="astigmatic: long axis radial, sigma 0.8 px at the centre to 2.4 x 1.3 px at the corners, "
+                         "per-colour scale G 1.0, R 1.15, B 1.3")
+    ap.add_argument("--pattern", default="GRBG", help="CFA pattern of the capture")
     ap.add_argument("--alpha", type=float, default=8e-4, help="Poisson scale (relative to white)")
     ap.add_argument("--sigma", type=float, default=2e-3, help="read noise (relative to white)")
     ap.add_argument("--noise-free", action="store_true")
@@ -115,7 +121,8 @@ def main(argv=None):
     py = sys.executable
     # a chart whose cells image to ~0.8 sensor px
     subprocess.run([py, "-m", "dpcal", "make-chart", "psf", "--out", str(tmp / "chart"), "--size-mm",
-                    f"{W * 0.112:.1f}", f"{H * 0.112:.1f}", "--dpi", "254", "--overwrite"],
+                    f"{W * 0.112:.1f}", f"{H * 0.112:.1f}", "--dpi", "254", "--cell-px", "1", "--margin-mm", "0",
+                    "--no-pdf", "--overwrite"],
                    check=True, capture_output=True, cwd=ROOT)
     spec = load_chart(tmp / "chart" / "chart.json")
     t = time.time()
@@ -125,14 +132,14 @@ def main(argv=None):
     truth = truth_field(W, H, K, *a.truth_grid, a.shape)
     rgb = torch.from_numpy(scene[None, None] * np.array([0.55, 1.0, 0.7])[None, :, None, None])
     planes = blur_rgb_to_planes(rgb, truth).numpy()[0]
-    clean = np.take_along_axis(planes, plane_map("GRBG", H, W)[None], 0)[0]
+    clean = np.take_along_axis(planes, plane_map(a.pattern, H, W)[None], 0)[0]
     rng = np.random.default_rng(2024)
     if a.noise_free:
         y = clean
     else:
         y = a.alpha * rng.poisson(np.maximum(clean, 0) / a.alpha) + a.sigma * rng.standard_normal(clean.shape)
     dn = np.round(np.clip(y, 0, 1) * (4095 - 64) + 64).astype(np.uint16)
-    write_dng(tmp / "cap.dng", dn, "GRBG", black_level=64, white_level=4095, iso=400)
+    write_dng(tmp / "cap.dng", dn, a.pattern, black_level=64, white_level=4095, iso=400)
     print(f"rendered {tmp / 'cap.dng'} in {time.time() - t:.0f} s", file=sys.stderr)
 
     t = time.time()

@@ -63,6 +63,42 @@ def train_command(name: str, mode: str, lux: str, seed: int, init: str | None, a
     return cmd
 
 
+#: Evaluations: (name, runs, lux options). Each is redone when a run of its list has finished since.
+EVALS = [
+    ("3lux", [r[0] for r in RUNS if r[2] == "3"], ["--lux", "3"]),
+    ("2-200lux", ["joint-2-200lux", "raw-2-200lux"], ["--lux", "2", "200"]),
+    ("sweep", ["joint-3lux-s0", "raw-3lux-s0", "joint-2-200lux", "raw-2-200lux"], ["--lux-sweep", "2,3,6,20,200"]),
+]
+
+
+def evaluate(a) -> int:
+    """``dpcal eval`` of the finished runs of each group on the val split (seed 0), into RUNS/eval/GROUP."""
+    for group, names, lux in EVALS:
+        done = [n for n in names if (a.runs / n / "model.pt").is_file()]
+        if not done:
+            continue
+        out = a.runs / "eval" / group
+        stamp = out / "models.txt"
+        if stamp.is_file() and stamp.read_text().split() == done:
+            print(f"eval {group}: up to date", flush=True)
+            continue
+        cmd = [sys.executable, "-m", "dpcal", "eval", *[str(a.runs / n) for n in done], "--data", str(a.data / "val"),
+               *lux, "--seed", "0", "--workers", str(a.workers), "--report", str(out), "--overwrite",
+               "--predictions", str(a.runs / "eval" / f"{group}-predictions.csv"), "--json"]
+        if a.plan:
+            print(shlex.join(cmd))
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        print(f"eval {group}: {shlex.join(cmd)}", flush=True)
+        with open(a.runs / "eval" / f"{group}.json", "w") as f, open(a.runs / "eval" / f"{group}.log", "a") as log:
+            r = subprocess.run(cmd, stdout=f, stderr=log, cwd=ROOT)
+        if r.returncode != 0:
+            print(f"eval {group}: exit {r.returncode}", flush=True)
+            return r.returncode
+        stamp.write_text("\n".join(done) + "\n")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette160")
@@ -73,6 +109,7 @@ def main() -> int:
     ap.add_argument("--val-max", type=int, default=1000)
     ap.add_argument("--only", nargs="*", help="Run only these names.")
     ap.add_argument("--plan", action="store_true", help="Print the commands and exit.")
+    ap.add_argument("--no-eval", action="store_true", help="Train only.")
     a = ap.parse_args()
     a.runs.mkdir(parents=True, exist_ok=True)
     for name, mode, lux, seed, init in RUNS:
@@ -96,7 +133,7 @@ def main() -> int:
         print(f"{name}: exit {r.returncode} after {time.time() - t0:.0f} s", flush=True)
         if r.returncode != 0:
             return r.returncode
-    return 0
+    return 0 if a.no_eval else evaluate(a)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,7 @@ CASES = [
     # make-chart
     (["make-chart", "psf", "--out", "{D}/file.txt/chart"], 1, "file.txt is a file, not a folder"),
     (["make-chart", "psf", "--out", "{D}/file.txt"], 2, "is a file"),
-    (["make-chart", "psf", "--out", "{D}/chart", "--size-mm", "62", "46", "--square", "24", "--no-pdf"], 1,
-     "already exists; pass --overwrite"),
+    (["make-chart", "gray", "--out", "{D}/chart", "--no-pdf"], 1, "already exists; pass --overwrite"),
     (["make-chart", "psf", "--out", "{W}/c", "--size-mm", "5", "5"], 1, "too small for checker squares"),
     (["make-chart", "psf", "--out", "{W}/c", "--screen", "640", "400", "--size-mm", "1", "1"], 2, "not both"),
     (["make-chart", "foo", "--out", "{W}/c"], 2, "'foo' is not one of 'psf', 'gray'"),

@@ -132,19 +132,39 @@ def test_info_headerless(tmp_path):
 
 
 def test_demo(tmp_path):
+    """The whole pipeline (short training here; the README's command trains longer)."""
     out = tmp_path / "demo"
-    doc = json.loads(run_cli("demo", "--out", str(out), "--json").stdout)
+    doc = json.loads(run_cli("demo", "--out", str(out), "--steps", "6", "--json").stdout)
     assert doc["capture"]["pattern"] == "BGGR" and doc["capture"]["iso"] == 1600
     assert json.loads((out / "summary.json").read_text()) == doc
-    # fit-noise recovers the profile the capture was made with: alpha within 3 % and within 4 of
-    # its own standard errors (the error bars are calibrated), sigma within 4 standard errors.
+    # fit-noise recovers the profile the captures were made with, at every ISO: alpha within 4 %
+    # (3.2 % at ISO 6400) and within 4 of its own standard errors (the error bars are
+    # calibrated), sigma within 4 standard errors.
+    assert sorted({f["iso"] for f in doc["fit_noise"]}) == [400, 1600, 6400]
     for f in doc["fit_noise"]:
-        assert abs(f["alpha_rel_err"]) < 0.03 and abs(f["alpha"] - f["alpha_profile"]) < 4 * f["alpha_std"], f
+        assert abs(f["alpha_rel_err"]) < 0.04 and abs(f["alpha"] - f["alpha_profile"]) < 4 * f["alpha_std"], f
         assert abs(f["sigma"] - f["sigma_profile"]) < 4 * f["sigma_std"], f
     # fit-psf recovers the known lens: 2-5 % is the method's published accuracy (docs/method.md).
     psf = doc["fit_psf"]
     assert psf["registration_rms_px"] < 0.1 and psf["kernel_rel_l2_median"] < 0.05 and psf["kernel_rel_l2_max"] < 0.1
-    assert doc["simulate"]["ok"] == doc["simulate"]["images"] == 6
+    # The fits became a profile with the PSF attached, and the data were simulated with it.
+    from dpcal.profile import load_profile
+
+    fitted = load_profile(out / "camera" / "demo-camera.json")
+    assert fitted.psf_path() is not None and fitted.psf_path().is_file()
+    assert doc["simulate"]["ok"] == doc["simulate"]["images"] == 96
+    # Both models were trained and evaluated at every demo light level; the report shows them.
+    res = {r["name"]: r for r in doc["eval"]["results"]}
+    assert set(res) == {"joint", "raw"}
+    assert all(len(r["per_lux"]) == 4 and 0 <= r["top1"] <= 1 for r in res.values())
+    report = (out / "report.md").read_text()
+    for name, r in res.items():
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |") and " / " in line)
+        first = r["per_lux"][0]
+        assert f"{100 * first['top1']:.2f} / {100 * first['top5']:.2f}" in row
+    for link in ("eval/panel.png", "eval/accuracy_vs_lux.png", "runs/joint/curve.png", "runs/raw/curve.png",
+                 "eval/report.md"):
+        assert link in report and (out / link).is_file(), link
     r = run_cli("demo", "--out", str(out), check=1)
     assert "--overwrite" in r.stderr
 

@@ -216,12 +216,15 @@ def test_real_natural_photos(shared_data):
     (Blackmagic DNG, 4128x2176), and one clear refusal where it has almost none (Kodak DC50, under
     1 % of the image smooth)."""
     r = run_cli("fit-noise", str(shared_data / "raw/imageio_Blackmagic.dng"), "--iso", "100", "--json")
-    fits = json.loads(r.stdout)["fits"]
+    doc = json.loads(r.stdout)
+    fits = doc["fits"]
     assert [f["plane"] for f in fits] == ["R", "Gr", "Gb", "B"]
     for f in fits:
-        # docs/noise.md: alpha 1.9e-5 ... 3.0e-5 across planes, relative uncertainty 1-4 %
+        # docs/noise.md: alpha 1.8e-5 ... 3.0e-5 across planes; the greens disagree, so every
+        # uncertainty is widened (3-14 %)
         assert 1e-5 < f["alpha"] < 6e-5 and 0 <= f["sigma"] < 0.01
-        assert 0 < f["alpha_std"] < 0.1 * f["alpha"] and f["gof"]["n_sets"] >= 6
+        assert 0 < f["alpha_std"] < 0.2 * f["alpha"] and f["gof"]["n_sets"] >= 6
+    assert "green_mismatch" in {w["code"] for w in doc["warnings"]}
     r = run_cli("fit-noise", str(shared_data / "raw/rawpy_RAW_KODAK_DC50.KDC"), "--iso", "100", "--json", check=1)
     assert "usable level set" in r.stderr
     _no_numbers(r)

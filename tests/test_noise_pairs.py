@@ -88,14 +88,18 @@ def test_photon_transfer_through_origin():
     assert abs(free.gain - 0.3) < 0.003 and abs(free.read_var - 9) < 1.0
 
 
-def _write_emva_set(folder, K=0.25, dark_dn=12.0, read_dn=2.5, steps=12, shape=(120, 160), missing=False):
-    """A synthetic EMVA 1288 data set (12-bit mono PNG pairs) with known gain and dark noise."""
+def _write_emva_set(folder, K=0.25, dark_dn=12.0, read_dn=2.5, steps=12, shape=(120, 160), missing=False,
+                    windows=False, spatial=0, dsnu_dn=0.0):
+    """A synthetic EMVA 1288 data set (12-bit mono PNG pairs) with known gain and dark noise;
+    ``windows``: image paths with backslashes; ``spatial``: frames of a bright and a dark
+    spatial stack (PRNU 1 %, DSNU ``dsnu_dn``)."""
     import cv2
 
     rng = np.random.default_rng(1)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     lines = ["v 3.0", f"n 12 {shape[1]} {shape[0]}"]
     prnu = 1 + 0.01 * rng.standard_normal(shape)
+    dark_dn = dark_dn + dsnu_dn * rng.standard_normal(shape)
     for k in range(steps):
         photons = 500.0 * (k + 1)
         electrons = 0.6 * photons * prnu  # QE 0.6
@@ -113,6 +117,16 @@ def _write_emva_set(folder, K=0.25, dark_dn=12.0, read_dn=2.5, steps=12, shape=(
             name = f"images/d_{k:03d}_{j}.png"
             cv2.imwrite(str(folder / name), np.clip(np.round(y), 0, 4095).astype(np.uint16))
             lines.append(f"i {name}")
+    if spatial:
+        for kind, photons in (("b", 3000.0), ("d", 0.0)):
+            lines.append(f"{kind} 50000 {photons}" if kind == "b" else "d 50000")
+            for j in range(spatial):
+                y = K * rng.poisson(0.6 * photons * prnu) + dark_dn + rng.normal(0, read_dn, shape)
+                name = f"images/s{kind}_{j:03d}.png"
+                cv2.imwrite(str(folder / name), np.clip(np.round(y), 0, 4095).astype(np.uint16))
+                lines.append(f"i {name}")
+    if windows:
+        lines = [ln.replace("/", "\\") if ln.startswith("i ") else ln for ln in lines]
     if missing:
         lines.append("b 99999 1.0")
         lines.append("i images/nope_1.png")
@@ -127,7 +141,7 @@ def test_emva_descriptor_synthetic(tmp_path):
     assert abs(r["K"] / 0.25 - 1) < 0.01
     # quantisation adds 1/12 DN^2 to the read variance
     assert abs(r["sigma_y_dark"] / np.sqrt(2.5**2 + 1 / 12) - 1) < 0.03
-    assert abs(r["alpha"] - r["K"] / 4095) < 1e-15
+    assert abs(r["alpha"] - r["K"] / (4095 - r["dark_offset"])) < 1e-15 and abs(r["dark_offset"] - 12) < 0.05
     assert r["fixed_pattern_share"] > 0.0  # the 1 % PRNU shows up in a single frame
 
 

@@ -10,13 +10,16 @@ from tests.conftest import ROOT, run_cli
 
 
 def test_make_chart_cli(tmp_path):
-    doc = json.loads(run_cli("make-chart", "psf", "--out", str(tmp_path / "p"), "--size-mm", "100", "70", "--dpi",
+    doc = json.loads(run_cli("make-chart", "psf", "--out", str(tmp_path / "p"), "--size-mm", "120", "90", "--dpi",
                              "150", "--square", "16", "--json").stdout)
     assert doc["kind"] == "psf" and doc["medium"] == "print" and doc["frames"] == ["chart.png"]
-    assert doc["noise_cell_mm"] == pytest.approx(25.4 / 150)
+    assert doc["noise_cell_mm"] == pytest.approx(2 * 25.4 / 150)  # at least two printer dots per cell
+    assert min(doc["frame_margins_mm"]) >= 8.0
     assert (tmp_path / "p" / "chart.json").is_file() and (tmp_path / "p" / "chart.pdf").is_file()
-    r = run_cli("make-chart", "psf", "--out", str(tmp_path / "p"), "--size-mm", "100", "70", check=1)
+    r = run_cli("make-chart", "psf", "--out", str(tmp_path / "p"), "--size-mm", "120", "90", check=1)
     assert "--overwrite" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("make-chart", "psf", "--out", str(tmp_path / "s"), "--size-mm", "100", "70", "--dpi", "150", check=1)
+    assert "--margin-mm" in r.stderr
     doc = json.loads(run_cli("make-chart", "gray", "--out", str(tmp_path / "g"), "--screen", "800", "600",
                              "--square", "12", "--json").stdout)
     assert doc["medium"] == "display" and doc["patches"][-1]["value"] == 1.0
@@ -44,7 +47,9 @@ def test_ready_made_charts_are_valid():
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     d = tmp_path_factory.mktemp("psfcli")
-    run_cli("make-chart", "psf", "--out", str(d / "chart"), "--size-mm", "62", "46", "--square", "24", "--no-pdf")
+    # rendered, not printed: laid out to the edge, 1-dot cells
+    run_cli("make-chart", "psf", "--out", str(d / "chart"), "--size-mm", "62", "46", "--square", "24", "--no-pdf",
+            "--cell-px", "1", "--margin-mm", "0")
     doc = json.loads(run_cli("render-chart", "--chart", str(d / "chart" / "chart.json"), "-o", str(d / "cap.dng"),
                              "--size", "800", "600", "--gaussian", "1.3", "--iso", "200", "--fill", "0.9",
                              "--rotate", "1", "--tilt", "4", "-3", "--k1", "-0.04", "--json").stdout)

@@ -30,6 +30,8 @@ def make_chart(
     n_patches: int = 24,
     pdf: bool = True,
     overwrite: bool = False,
+    margin_mm: float = 0.0,
+    label_mm: float = 0.0,
 ) -> ChartSpec:
     """Lay out a chart and write its images and ``chart.json`` into ``out_dir``.
 
@@ -39,8 +41,10 @@ def make_chart(
 
     Parameters
     ----------
-    kind, size_mm, dpi, screen, cell_px, square, seed, n_noise_frames, n_patches
-        As :func:`dpcal.chart.spec.build_spec`.
+    kind, size_mm, dpi, screen, cell_px, square, seed, n_noise_frames, n_patches, margin_mm, label_mm
+        As :func:`dpcal.chart.spec.build_spec`. With ``label_mm`` the PDF carries, below the
+        chart, its id and seed, a 100 mm scale bar (to check 100 % printing) and a line of
+        instructions.
     pdf : bool
         Also write the print-ready PDF (print charts).
     overwrite : bool
@@ -65,7 +69,8 @@ def make_chart(
     ['chart.json', 'chart.png']
     """
     spec = build_spec(kind, size_mm=size_mm, dpi=dpi, screen=screen, cell_px=cell_px, square=square,
-                      seed=seed, n_noise_frames=n_noise_frames, n_patches=n_patches)
+                      seed=seed, n_noise_frames=n_noise_frames, n_patches=n_patches, margin_mm=margin_mm,
+                      label_mm=label_mm)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out} exists and is not a folder")
@@ -82,7 +87,7 @@ def make_chart(
         log.info("wrote %s", out / f["file"])
     spec.files = {"png": [f["file"] for f in spec.frames]}
     if spec.medium == "print" and pdf:
-        _write_pdf(out / "chart.pdf", chart_raster(spec, 0), spec)
+        _write_pdf(out / "chart.pdf", chart_raster(spec, 0), spec, label=label_mm > 0, margin_mm=margin_mm)
         spec.files["pdf"] = "chart.pdf"
         log.info("wrote %s", out / "chart.pdf")
     # The spec goes last: a folder with chart.json is a complete chart.
@@ -110,8 +115,29 @@ def _write_png(path: Path, raster: np.ndarray, dpi: float | None) -> None:
         img.save(tmp, format="PNG", **kw)
 
 
-def _write_pdf(path: Path, raster: np.ndarray, spec: ChartSpec) -> None:
-    """One page at the chart's physical size, the raster embedded pixel for pixel."""
+def page_label(spec: ChartSpec) -> list[str]:
+    """The two lines printed under a chart: what it is, and how to print and use it.
+
+    Examples
+    --------
+    >>> s = build_spec("psf", size_mm=(297, 210), dpi=300, cell_px=2, margin_mm=8, label_mm=12)
+    >>> page_label(s)[0].startswith(f"dpcal psf chart {s.chart_id}, seed 0, 300 DPI")
+    True
+    """
+    what = f"dpcal {spec.kind} chart {spec.chart_id}"
+    if spec.kind == "psf" and spec.noise:
+        what += f", seed {spec.noise['seed']}"
+    what += f", {spec.dpi:g} DPI, {spec.size_mm[0]:g} x {spec.size_mm[1]:g} mm"
+    if spec.kind == "psf":
+        what += f", noise cell {spec.cell_px * spec.mm_per_px:.2f} mm"
+    how = ("Print at 100 % (actual size, no 'fit to page'): the bar measures 100 mm. Photograph the chart flat and "
+           "whole, filling most of the frame; keep its chart.json for fit-psf.")
+    return [what, how]
+
+
+def _write_pdf(path: Path, raster: np.ndarray, spec: ChartSpec, *, label: bool = False, margin_mm: float = 0.0) -> None:
+    """One page at the chart's physical size, the raster embedded pixel for pixel; with
+    ``label``, the chart id, seed, a 100 mm scale bar and instructions below the chart."""
     from matplotlib.figure import Figure
 
     w_in, h_in = spec.size_mm[0] / 25.4, spec.size_mm[1] / 25.4
@@ -120,10 +146,37 @@ def _write_pdf(path: Path, raster: np.ndarray, spec: ChartSpec) -> None:
     ax.set_axis_off()
     # interpolation="none" makes vector backends embed the image unresampled.
     ax.imshow(_png_codes(raster), cmap="gray", vmin=0, vmax=255, interpolation="none", aspect="auto")
-    meta = {"Title": f"dpcal {spec.kind} chart", "Subject": "Print at 100 % (no scaling, no fit to page).",
-            "Creator": "dpcal make-chart"}
+    if label:
+        _draw_label(fig, spec, margin_mm)
+    meta = {"Title": f"dpcal {spec.kind} chart {spec.chart_id}",
+            "Subject": "Print at 100 % (no scaling, no fit to page).", "Creator": "dpcal make-chart",
+            "Keywords": f"chart_id={spec.chart_id}" + (f" seed={spec.noise['seed']}" if spec.noise else "")}
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="pdf", dpi=spec.dpi, metadata=meta)
+
+
+def _draw_label(fig, spec: ChartSpec, margin_mm: float) -> None:
+    """Label lines and a 100 mm scale bar (10 mm ticks) in the white band under the frame."""
+    from matplotlib.lines import Line2D
+
+    W, H = spec.size_mm
+    frame_bottom = spec.layout["frame_rect"][3] * spec.mm_per_px
+    x0 = spec.layout["frame_rect"][0] * spec.mm_per_px
+    band = H - margin_mm - frame_bottom  # mm available under the frame
+
+    def at(x_mm, y_mm):  # page mm (from the top-left) -> figure fraction
+        return x_mm / W, 1.0 - y_mm / H
+
+    top = frame_bottom + 0.15 * band
+    bar_y = frame_bottom + 0.45 * band
+    for k in range(11):  # 0 .. 100 mm
+        tick = 0.12 * band if k % 5 == 0 else 0.07 * band
+        fig.add_artist(Line2D(*zip(at(x0 + 10 * k, bar_y - tick), at(x0 + 10 * k, bar_y)), color="k", lw=0.5))
+    fig.add_artist(Line2D(*zip(at(x0, bar_y), at(x0 + 100, bar_y)), color="k", lw=0.8))
+    fig.text(*at(x0 + 102, bar_y), "100 mm", fontsize=6, va="center")
+    what, how = page_label(spec)
+    fig.text(*at(x0 + 120, top + 0.12 * band), what, fontsize=6.5, va="center")
+    fig.text(*at(x0, bar_y + 0.3 * band), how, fontsize=6, va="center")
 
 
 def load_chart_image(spec: ChartSpec, frame: int = 0) -> np.ndarray:

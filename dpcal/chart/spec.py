@@ -153,6 +153,21 @@ class ChartSpec:
     def noise_frames(self) -> list[int]:
         return [i for i, f in enumerate(self.frames) if f["role"] in ("noise", "chart")]
 
+    @property
+    def chart_id(self) -> str:
+        """A short fingerprint of what the chart shows (kind, raster size, cell, layout, noise
+        checksums or patches): printed on the page, so a photo can be matched to its spec.
+
+        Examples
+        --------
+        >>> a, b = build_spec("psf", screen=(640, 480), square=16), build_spec("psf", screen=(640, 480), square=16, seed=1)
+        >>> len(a.chart_id), a.chart_id == build_spec("psf", screen=(640, 480), square=16).chart_id, a.chart_id == b.chart_id
+        (10, True, False)
+        """
+        key = json.dumps([self.kind, list(self.size_px), self.cell_px, self.layout,
+                          (self.noise or {}).get("sha256"), self.patches], sort_keys=True, default=str)
+        return hashlib.sha256(key.encode()).hexdigest()[:10]
+
     # ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         doc: dict[str, Any] = {
@@ -276,10 +291,16 @@ def load_chart(path: str | os.PathLike) -> ChartSpec:
 # layout
 
 
-def _layout(avail_x: int, avail_y: int, square: int, *, interior_multiple: bool = True) -> dict:
-    """Layout in cells for ``avail`` cells: margins absorb what does not fill whole squares."""
+def _layout(avail_x: int, avail_y: int, square: int, *, interior_multiple: bool = True, min_margin: int = 0,
+            extra_bottom: int = 0) -> dict:
+    """Layout in cells for ``avail`` cells: margins absorb what does not fill whole squares.
+
+    ``min_margin`` cells of white stay free on every side (a printer's unprintable band) and
+    ``extra_bottom`` more below the frame (the page's label and scale bar).
+    """
     q = int(square)
-    margin, frame, gap = max(2, q // 4), max(2, q // 2), max(2, q // 2)
+    margin, frame, gap = max(2, q // 4, int(min_margin)), max(2, q // 2), max(2, q // 2)
+    avail_y = avail_y - int(extra_bottom)
     per_side = margin + frame + gap + 2 * q
     nx = (avail_x - 2 * per_side) // q * q
     ny = (avail_y - 2 * per_side) // q * q
@@ -288,7 +309,8 @@ def _layout(avail_x: int, avail_y: int, square: int, *, interior_multiple: bool 
         need_y = 2 * per_side + 2 * q
         raise BadInputError(
             f"chart of {avail_x}x{avail_y} cells is too small for checker squares of {q} cells "
-            f"(needs at least {need_x}x{need_y}); use a larger size, a higher DPI or a smaller `square`"
+            f"(needs at least {need_x}x{need_y}{' with its margins' if min_margin or extra_bottom else ''}); use a "
+            "larger size, a higher DPI, a smaller `square`" + (" or a smaller `margin_mm`" if min_margin else "")
         )
     # Centre the layout: spare cells go to the margins.
     mx0 = margin + (avail_x - 2 * per_side - nx) // 2
@@ -424,6 +446,8 @@ def build_spec(
     seed: int = 0,
     n_noise_frames: int = 4,
     n_patches: int = 24,
+    margin_mm: float = 0.0,
+    label_mm: float = 0.0,
 ) -> ChartSpec:
     """Lay out a chart and return its spec (no files written; see :func:`dpcal.chart.make_chart`).
 
@@ -444,6 +468,12 @@ def build_spec(
         Display PSF charts: number of independent noise frames.
     n_patches : int
         Gray charts: number of patches (greys, plus black and paper white).
+    margin_mm : float
+        Print charts: white kept free on every side of the page (printers print nothing in
+        their outer few millimetres; ``dpcal make-chart`` uses 8 mm).
+    label_mm : float
+        Print charts: extra white below the chart for the page's label (chart id, seed, scale
+        bar, instructions).
 
     Examples
     --------
@@ -471,7 +501,12 @@ def build_spec(
         raise BadInputError(f"`cell_px` must be at least 1, got {cell}", param="cell_px")
     if square < 4:
         raise BadInputError(f"`square` must be at least 4 cells, got {square}", param="square")
-    lay = _scale_layout(_layout(w // cell, h // cell, square), cell)
+    if medium == "print" and (margin_mm < 0 or label_mm < 0):
+        raise BadInputError(f"`margin_mm` and `label_mm` must not be negative, got {margin_mm} and {label_mm}",
+                            param="margin_mm")
+    mm_cells = (lambda mm: int(math.ceil(mm / 25.4 * dpi / cell))) if medium == "print" else (lambda mm: 0)
+    lay = _scale_layout(_layout(w // cell, h // cell, square, min_margin=mm_cells(margin_mm),
+                                extra_bottom=mm_cells(label_mm)), cell)
     geometry_grid = False
     corners, pol, squares = _ring_geometry(lay, full_grid=geometry_grid)
     spec = ChartSpec(

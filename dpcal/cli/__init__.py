@@ -30,6 +30,7 @@ COMMANDS = {
     "render-chart": ("dpcal.cli.render_chart:render_chart", "Render a synthetic RAW capture of a chart."),
     "simulate": ("dpcal.cli.simulate:simulate", "Simulate noisy low-light RAW datasets from image folders."),
     "train": ("dpcal.cli.train:train", "Train the Anscombe network with a classifier, or a baseline."),
+    "eval": ("dpcal.cli.eval:eval_", "Evaluate trained models: accuracy vs light level, tables, plots, real captures."),
     "models": ("dpcal.cli.models:models", "List the trainable models with their parameters and MACs."),
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwargs, raw_options, show_progress
@@ -24,14 +26,18 @@ from dpcal.cli.options import emit_json, json_option, overwrite_option, raw_kwar
               help="ISO model of the profile.")
 @click.option("--scene", type=click.Choice(["auto", "chart", "natural"]), default="auto", show_default=True,
               help="single method: flat patches as level sets (chart) or Foi's wavelet level sets (natural).")
+@click.option("--prnu", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="single method: model a variance term growing with the signal squared (PRNU, print "
+                   "texture): on, off, or auto (when significant).")
+@click.option("--strict", is_flag=True, help="Refuse (exit 1) an ISO whose fit the honesty checks flag.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write every level set and its fit to a CSV.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Folder for the figures (std vs mean per plane; ISO model).")
 @click.option("--skip-failed", is_flag=True, help="Report ISOs whose fit is undetermined instead of stopping.")
 @raw_options
 @overwrite_option
 @json_option
-def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera_id, iso_model, scene, csv_path,
-              plots, skip_failed, overwrite, as_json, **kw) -> None:
+def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera_id, iso_model, scene, prnu,
+              strict, csv_path, plots, skip_failed, overwrite, as_json, **kw) -> None:
     """Fit alpha and sigma (normalised units) per CFA plane and ISO from RAW captures.
 
     \b
@@ -47,6 +53,7 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
         list(inputs), method=method, iso=iso, emva=emva, manifest=manifest, darks=list(darks), output=output,
         camera_id=camera_id, csv_path=csv_path, plots=plots, overwrite=overwrite, update=update,
         iso_model=iso_model, scene=scene, skip_failed=skip_failed, raw_kw=raw_kwargs(kw), progress=show_progress(),
+        prnu=prnu, strict=strict,
     )
     if as_json:
         emit_json(rep)
@@ -60,10 +67,31 @@ def fit_noise(inputs, method, iso, emva, manifest, darks, output, update, camera
         click.echo(f"  {iso_s:<8} {f['plane']:<6} {alpha:<22} {sigma:<22} {'' if chi is None else f'{chi:.2f}'}")
     for f in rep.get("failed", []):
         click.echo(f"  ISO {f['iso']}: failed: {f['reason']}")
+    for s in rep.get("summary", []):
+        click.echo(f"  {'' if s['iso'] is None else 'ISO %g ' % s['iso']}scene: {s['scene']}")
+    for f in rep["fits"]:
+        if f.get("prnu_modelled"):
+            click.echo(f"  {f['plane']}: PRNU/texture term modelled, {f['prnu']:.2%} of the signal "
+                       f"(± {0.5 * f['prnu_c_std'] / max(f['prnu'], 1e-12):.2%})")
+    for w in rep.get("warnings", []):
+        click.echo(f"  warning: {w['message']}")
     if rep.get("emva"):
         e = rep["emva"]
         click.echo(f"  EMVA 1288: K = {e['K']:.5f} ± {e['K_std']:.2g} DN/e-, dark noise {e['sigma_y_dark']:.4f} DN, "
-                   f"single-frame K reads {e['fixed_pattern_share']:+.1%} (fixed pattern)")
+                   f"dark offset {e['dark_offset']:.2f} DN, single-frame K reads {e['fixed_pattern_share']:+.1%} "
+                   "(fixed pattern)")
+        m = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in e["emva1288"].items()}
+
+        def f(k, spec, unit=""):
+            return "undetermined" if m.get(k) is None else f"{m[k]:{spec}}{unit}"
+
+        click.echo(f"    dark noise {f('sigma_d', '.2f', ' e-')}, QE {f('QE', '.1f', ' %')}, saturation capacity "
+                   f"{f('u_e_sat', '.0f', ' e-')}, SNRmax {f('SNR_max_dB', '.1f', ' dB')}, dynamic range "
+                   f"{f('DR_dB', '.1f', ' dB')}")
+        click.echo(f"    linearity error {f('LE_min', '+.2f', ' %')} .. {f('LE_max', '+.2f', ' %')}, DSNU "
+                   f"{f('DSNU1288', '.2f', ' e-')} ({f('DSNU1288_DN', '.3f', ' DN')}), PRNU {f('PRNU1288', '.2f', ' %')}")
+        for n in m["notes"]:
+            click.echo(f"    note: {n}")
     m = rep.get("iso_model")
     if m and m.get("loo_alpha_rel_err_rms") is not None:
         click.echo(f"  ISO model {m['kind']}: leave-one-ISO-out rms error alpha {m['loo_alpha_rel_err_rms']:.1%}, "

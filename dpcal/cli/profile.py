@@ -41,7 +41,8 @@ def show(profile_id: str, as_json: bool) -> None:
     d = p.doc
     s = d["sensor"]
     click.echo(f"{d['id']}: {d['maker']} {d['model']}  ({p.path})")
-    click.echo(f"  sensor: CFA {s['cfa_pattern']}, black {s['black_level']}, white {s['white_level']:g}")
+    kind = "monochrome (all four planes equal)" if s.get("monochrome") else f"CFA {s['cfa_pattern']}"
+    click.echo(f"  sensor: {kind}, black {s['black_level']}, white {s['white_level']:g}")
     click.echo(f"  ISO model: {p.iso_model['kind']}; light: {d['light']['lux_per_light_level']:g} lux per light level, "
                f"ISO {d['light']['iso_at_unit_light_level']:g} at light level 1")
     click.echo("  ISO        plane  alpha        sigma")

@@ -5,7 +5,9 @@
 * any format LibRaw reads, through rawpy (DNG, NEF, CR2, ARW, KDC, ...);
 * headerless ``.raw``/``.bin`` files (little-endian, 8 or 16 bits a sample), given ``width``,
   ``height``, ``bits`` and ``pattern``;
-* already-decoded mosaics: ``.npy`` and single-channel 16-bit PNG/TIFF, given ``pattern``.
+* already-decoded mosaics: ``.npy`` and single-channel 16-bit PNG/TIFF, given ``pattern``;
+* FITS mosaics (``.fit``/``.fits``/``.fts``, :mod:`dpcal.io.fits`), pattern from ``BAYERPAT``
+  or given.
 
 It returns a :class:`RawImage` holding the visible Bayer mosaic in digital numbers (DN) and
 normalised as in ``docs/conventions.md``: ``(dn - black[c]) / (white - black[c])`` per CFA plane,
@@ -25,6 +27,7 @@ import numpy as np
 
 from dpcal.cfa import PLANES, plane_map, plane_offsets, validate_pattern
 from dpcal.errors import BadInputError, BadRawError
+from dpcal.io.fits import FITS_SUFFIXES, read_fits, read_fits_header
 
 RAWPY_SUFFIXES = {
     ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".kdc", ".dcr",
@@ -54,6 +57,9 @@ class RawImage:
         From the file's metadata when it has them (``exposure_time`` in seconds).
     maker, model : str or None
     path : str or None
+    white_balance : tuple of 4 float or None
+        The camera's as-shot white-balance gains per plane (``R, Gr, Gb, B``, green = 1), from
+        LibRaw; None for other readers or files without them.
     """
 
     dn: np.ndarray
@@ -66,6 +72,7 @@ class RawImage:
     maker: str | None = None
     model: str | None = None
     path: str | None = None
+    white_balance: tuple[float, float, float, float] | None = None
 
     @property
     def height(self) -> int:
@@ -122,7 +129,7 @@ def read_raw(
     ----------
     path : path-like
         The file. Its suffix selects the reader (LibRaw formats, ``.raw``/``.bin``, ``.npy``,
-        ``.png``/``.tif``).
+        ``.png``/``.tif``, ``.fit``/``.fits``).
     pattern : str, optional
         CFA pattern; required for headerless and decoded inputs, overrides LibRaw's otherwise.
     width, height, bits : int, optional
@@ -163,6 +170,8 @@ def read_raw(
         img = _read_headerless(p, pattern, width, height, bits)
     elif suffix == ".npy" or suffix in IMAGE_SUFFIXES:
         img = _read_decoded(p, pattern, bits)
+    elif suffix in FITS_SUFFIXES:
+        img = read_fits(p, pattern, bits)
     else:
         img = _read_libraw(p, pattern)
     if black_level is not None:
@@ -239,6 +248,7 @@ def _read_libraw(p: Path, pattern: str | None) -> RawImage:
         # LibRaw parses maker notes and vendor headers that EXIF readers miss (e.g. a Kodak KDC's
         # ISO); 0 means it found none.
         other = raw.other
+        wb = _as_shot_gains(list(raw.camera_whitebalance), desc, colors, offs)
     return RawImage(
         dn=dn,
         pattern=validate_pattern(pattern) if pattern else file_pattern,
@@ -248,7 +258,24 @@ def _read_libraw(p: Path, pattern: str | None) -> RawImage:
         iso=float(other.iso_speed) if other.iso_speed > 0 else None,
         exposure_time=float(other.shutter_speed) if other.shutter_speed > 0 else None,
         path=str(p),
+        white_balance=wb,
     )
+
+
+def _as_shot_gains(gains: list, desc: str, colors, offs) -> tuple[float, float, float, float] | None:
+    """Per-plane as-shot gains normalised to green, or None when LibRaw has none."""
+    g = [float(v) for v in gains]
+    green = next((g[i] for i, c in enumerate(desc) if c == "G" and g[i] > 0), 0.0)
+    if green <= 0:
+        return None
+    per = []
+    for n in PLANES:
+        c = int(colors[offs[n]])
+        v = g[c] if g[c] > 0 else (green if desc[c] == "G" else 0.0)  # LibRaw often leaves the second G at 0
+        if v <= 0:
+            return None
+        per.append(v / green)
+    return tuple(per)
 
 
 @contextlib.contextmanager
@@ -323,11 +350,15 @@ def _read_decoded(p: Path, pattern, bits) -> RawImage:
 def read_exif(path: str | os.PathLike) -> dict:
     """ISO, exposure time (s), maker and model from a file's EXIF/TIFF tags, where present.
 
-    Uses ``exifread`` (rawpy exposes neither the camera's make nor its model). A DNG without
-    Make/Model tags names its camera in UniqueCameraModel, which becomes ``model``. Missing or
+    Uses ``exifread`` (rawpy exposes neither the camera's make nor its model); FITS files: their
+    header. A DNG without Make/Model tags names its camera in UniqueCameraModel, which becomes
+    ``model``. Missing or
     unreadable tags give ``None``.
     """
     import logging
+
+    if Path(path).suffix.lower() in FITS_SUFFIXES:
+        return read_fits_header(path)
 
     import exifread
 

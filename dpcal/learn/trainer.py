@@ -40,9 +40,11 @@ import torch.nn.functional as F
 
 from dpcal._version import __version__
 from dpcal.errors import BadInputError, DpcalError
+from dpcal.learn.metrics import topk_correct
 from dpcal.io.atomic import write_json_atomic
 from dpcal.learn.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
 from dpcal.learn.config import TrainConfig
+from dpcal.learn.models.registry import describe_spec
 from dpcal.learn.data import (
     DataSource,
     ImageDataset,
@@ -192,13 +194,6 @@ def _forward(model, batch: dict, input_kind: str, loss_kind: str, cfg: TrainConf
     return F.cross_entropy(logits.float(), batch["label"], label_smoothing=cfg.label_smoothing), logits
 
 
-def _topk_correct(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hit = top == labels[:, None]
-    return int(hit[:, 0].sum()), int(hit.any(1).sum())
-
-
 def evaluate_batches(model, loader, to_device, input_kind: str, loss_kind: str, cfg: TrainConfig) -> dict:
     """Mean loss and top-1/top-5 (classification) or PSNR (reconstruction) over a loader."""
     model.eval()
@@ -214,7 +209,7 @@ def evaluate_batches(model, loader, to_device, input_kind: str, loss_kind: str, 
                 mse = ((out.float().clamp(0, 1) - batch["linear"].float()) ** 2).flatten(1).mean(1)
                 psnr_sum += float((-10 * torch.log10(mse.clamp(min=1e-12))).sum())
             else:
-                a, b5 = _topk_correct(out, batch["label"])
+                a, b5 = topk_correct(out, batch["label"])
                 c1, c5 = c1 + a, c5 + b5
     model.train()
     if n == 0:
@@ -446,7 +441,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
                 window["loss"] += loss_value * b
                 window["n"] += b
                 if phase["loss"] == "ce":
-                    a, a5 = _topk_correct(outp.detach(), batch["label"])
+                    a, a5 = topk_correct(outp.detach(), batch["label"])
                     window["c1"] += a
                     window["c5"] += a5
                 if pbar is not None:
@@ -481,7 +476,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
     if total == 0:  # an ISP in front of an --init classifier, as is
         checkpoint(0, 0.0)
     summary = {
-        "run": str(out), "mode": cfg.mode, "model": spec["name"] if spec["name"] != "pipeline" else _describe(spec),
+        "run": str(out), "mode": cfg.mode, "model": describe_spec(spec),
         "steps": total, "epochs": round(total / spe, 3), "phases": phases, "classes": len(train_src.classes),
         "train_images": n, "val": last_val or None, "elapsed_s": round(elapsed, 1),
         "images_per_s": round(steps_done * cfg.batch_size / max(time.perf_counter() - t_loop, 1e-9), 1) if steps_done else None,
@@ -506,11 +501,6 @@ class _nullcontext:
 def _fmt(res: dict) -> dict:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items() if k in METRICS_COLUMNS}
 
-
-def _describe(spec: dict) -> str:
-    k = spec["kwargs"]
-    parts = [k["isp"]["name"] if k.get("isp") else "mosaic", k["classifier"]["name"] if k.get("classifier") else None]
-    return "+".join(p for p in parts if p)
 
 
 def _plot_curve(out: Path) -> None:

@@ -17,7 +17,8 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["chart", "clipped", "fit", "hygiene", "levelsets", "pairs", "plots", "single"],
+    submodules=["chart", "clipped", "diagnostics", "emva", "fit", "hygiene", "levelsets", "pairs", "pairstats", "plots",
+                "prnu", "single"],
     submod_attrs={
         "fit": ["NoiseFit", "fit_levelsets"],
         "levelsets": ["LevelSets"],

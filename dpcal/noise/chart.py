@@ -3,8 +3,10 @@
 No chart description is needed: on a block-averaged copy of the four CFA planes, a block is
 flat when its centred differences in x and y stay within ``tau`` times their noise std (from
 the preliminary noise curve) in every plane. Flat blocks, eroded away from edges, form
-connected regions; a capture is a *chart* when several compact (patch-like) regions cover a
-good part of the frame. Each region is cut into tiles, one level set each (see
+connected regions; a capture is a *chart* when several compact (patch-like) regions of
+similar size cover a good part of the frame, and then only those patches give level sets
+(background regions such as a light booth's walls are textured and shaded, and would
+outnumber the patches). Each region is cut into tiles, one level set each (see
 :class:`RegionSets` for the choice between a plane-fit residual and the Haar detail).
 """
 
@@ -20,6 +22,12 @@ from dpcal.noise.levelsets import KAPPA_HAAR, LevelSets, block_index, clipped_gr
 TARGET_BLOCKS = 256
 #: minimum number of compact regions for a capture to count as a chart
 MIN_PATCHES = 6
+#: ... and the share of the frame they must cover
+MIN_PATCH_COVERAGE = 0.05
+#: non-flat specks of at most this many blocks inside flat areas are texture, not edges
+SPECK_BLOCKS = 8
+#: a flat region larger than this many times the median patch is background, not a patch
+PATCH_AREA_SPREAD = 3.0
 
 
 @dataclasses.dataclass
@@ -34,6 +42,7 @@ class FlatRegions:
     patch_coverage: float
     levels: np.ndarray  # (n_regions, 4) mean level per plane
     is_chart: bool
+    background: int = 0  # flat regions of a chart capture left out (not patches: walls, frame)
 
     def summary(self) -> dict:
         return {
@@ -43,6 +52,7 @@ class FlatRegions:
             "patch_coverage": round(self.patch_coverage, 4),
             "block": self.factor,
             "is_chart": self.is_chart,
+            "background_regions_ignored": self.background,
         }
 
 
@@ -106,6 +116,14 @@ def detect_flat_regions(
         # A block with many defect pixels is not used for segmentation decisions.
         bad = block_mean((~valid[idx]).astype(np.float32), f).max(axis=0)
         flat &= bad < 0.25
+    # Texture and PRNU fail the test in isolated blocks inside a patch (a single block's outlier
+    # spoils the centred differences of its 4 neighbours): such specks are not edges, whose
+    # non-flat blocks form long lines. Filling them keeps textured patches whole.
+    nf_lab, n_nf = ndimage.label(~flat, structure=np.ones((3, 3), bool))
+    if n_nf:
+        speck = np.bincount(nf_lab.ravel(), minlength=n_nf + 1) <= SPECK_BLOCKS
+        speck[0] = False
+        flat |= speck[nf_lab]
     margin = max(1, int(np.ceil(4 / f)))
     flat = ndimage.binary_erosion(flat, iterations=margin)
     labels, n = ndimage.label(flat)
@@ -120,6 +138,17 @@ def detect_flat_regions(
     )
     fill = area / np.maximum(bbox, 1)
     patch = keep & (fill >= 0.6) & (aspect <= 6)  # 0.6: patches seen at an angle
+    if patch.any():
+        # A chart's patches share one size; a flat region several times larger is background
+        # (a wall, the chart's frame), whose texture and shading must not outweigh the patches.
+        patch &= area <= PATCH_AREA_SPREAD * np.median(area[patch])
+    total = hb * wb
+    n_patch = int(patch.sum())
+    patch_cov = float(area[patch].sum() / total)
+    is_chart = n_patch >= MIN_PATCHES and patch_cov >= MIN_PATCH_COVERAGE
+    background = int((keep & ~patch).sum()) if is_chart else 0
+    if is_chart:
+        keep = patch  # level sets of a chart come from its patches only
     # Renumber the kept regions 1..k.
     remap = np.zeros(n + 1, dtype=np.int32)
     remap[1:][keep] = np.arange(1, int(keep.sum()) + 1)
@@ -130,12 +159,8 @@ def detect_flat_regions(
     cnt = np.bincount(flat_lab, minlength=k + 1)[1:]
     for j, i in enumerate(idx):
         levels[:, i] = np.bincount(flat_lab, weights=B[j].ravel(), minlength=k + 1)[1:] / np.maximum(cnt, 1)
-    total = hb * wb
     coverage = float(area[keep].sum() / total)
-    patch_cov = float(area[patch].sum() / total)
-    n_patch = int(patch.sum())
-    is_chart = n_patch >= MIN_PATCHES and patch_cov >= 0.1
-    return FlatRegions(labels, f, k, n_patch, coverage, patch_cov, levels, is_chart)
+    return FlatRegions(labels, f, k, n_patch, coverage, patch_cov, levels, is_chart, background)
 
 
 class RegionSets:

@@ -127,24 +127,15 @@ def wls_start(level, std, d, interior) -> tuple[float, float]:
 
     ``var(s_i^2) ~ 4 d_i sigma_i^4``; Cauchy reweighting (3 IRLS rounds) limits textured sets.
     """
+    from dpcal.noise.prnu import variance_wls
+
     y, s2, dd = level[interior], std[interior] ** 2, d[interior]
     if len(y) < 3 or np.ptp(y) <= 0:
         y, s2, dd = level, std**2, d
-    X = np.stack([y, np.ones_like(y)], 1)
-    model = s2.copy()
-    a, b = 0.0, float(np.median(s2))
-    for _ in range(4):
-        var = 4 * dd * np.maximum(model, 1e-30) ** 2
-        w = 1.0 / var
-        if _ > 0:
-            r = (s2 - model) / np.sqrt(var)
-            w = w / (1.0 + (r / 3.0) ** 2)
-        sw = np.sqrt(w)
-        try:
-            a, b = np.linalg.lstsq(X * sw[:, None], s2 * sw, rcond=None)[0]
-        except np.linalg.LinAlgError:
-            break
-        model = np.maximum(a * y + b, 1e-30)
+    try:
+        a, b = variance_wls(y, s2, dd, 2)[0]
+    except np.linalg.LinAlgError:
+        a, b = 0.0, float(np.median(s2))
     if not (np.isfinite(a) and a > 0):
         med_s2, med_y = float(np.median(s2)), float(np.median(np.abs(y)))
         a = 0.5 * med_s2 / max(med_y, 1e-3)

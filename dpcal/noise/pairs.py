@@ -323,7 +323,8 @@ def read_emva_descriptor(path: str | os.PathLike, check_images: bool = True) -> 
 
     Lines: ``v <version>``, ``n <bits> <width> <height>``, ``b <exposure> <photons>`` (bright
     step), ``d <exposure>`` (dark step), each followed by ``i <image path>`` lines (relative to
-    the descriptor). ``#`` starts a comment.
+    the descriptor; ``/`` or Windows ``\\`` separators). Numbers may use a decimal comma.
+    ``#`` starts a comment.
 
     Raises
     ------
@@ -348,13 +349,15 @@ def read_emva_descriptor(path: str | os.PathLike, check_images: bool = True) -> 
             if tag == "n":
                 bits, width, height = int(rest[0]), int(rest[1]), int(rest[2])
             elif tag == "b":
-                steps.append(EmvaStep("b", float(rest[0]), float(rest[1]), []))
+                steps.append(EmvaStep("b", _num(rest[0]), _num(rest[1]), []))
             elif tag == "d":
-                steps.append(EmvaStep("d", float(rest[0]), 0.0, []))
+                steps.append(EmvaStep("d", _num(rest[0]), 0.0, []))
             elif tag == "i":
                 if not steps:
                     raise BadInputError(f"{p}:{no}: image line before any 'b' or 'd' step")
-                steps[-1].images.append(p.parent / " ".join(rest))
+                # Descriptors written on Windows separate folders with backslashes.
+                rel = " ".join(rest).replace("\\", "/")
+                steps[-1].images.append(p.parent / rel)
             elif tag == "v":
                 continue
             else:
@@ -376,10 +379,15 @@ def read_emva_descriptor(path: str | os.PathLike, check_images: bool = True) -> 
         missing = [im for s in steps for im in s.images if not im.is_file()]
         if missing:
             raise BadInputError(
-                f"{p}: {len(missing)} image file(s) listed in the descriptor are missing "
-                f"(first: {missing[0]}); the data set is incomplete"
+                f"{p}: {len(missing)} of {sum(len(s.images) for s in steps)} image file(s) listed in the "
+                f"descriptor are missing (first: {missing[0]}); image paths are relative to the descriptor's "
+                "folder: is the data set complete and the descriptor beside its images folder?"
             )
     return EmvaDescriptor(p, bits, width, height, steps)
+
+
+def _num(s: str) -> float:
+    return float(s.replace(",", "."))
 
 
 def _read_mono(path: Path, width: int, height: int) -> np.ndarray:
@@ -404,11 +412,13 @@ def fit_emva(path: str | os.PathLike, *, progress: bool = False) -> dict:
     at the same exposure times); steps with more images are the spatial (non-uniformity)
     measurement and are used only for the single-frame comparison.
 
-    Returns a dict with ``K`` (DN/e-), ``K_std``, ``sigma_y_dark`` (DN), ``alpha`` and
-    ``sigma`` in normalised units (``/ (2^bits - 1)``) with their std, the saturation and
-    linear-range indices, the responsivity ``R`` and quantum efficiency ``QE`` (when photon
-    counts are given), the single-frame (spatial) gain ``K_single`` and the
-    ``fixed_pattern_share`` ``K_single / K - 1``, and the per-step table.
+    Returns a dict with ``K`` (DN/e-), ``K_std``, ``sigma_y_dark`` (DN), the ``dark_offset``
+    (dark mean of the shortest exposure, DN), ``alpha`` and ``sigma`` in normalised units
+    (``/ (2^bits - 1 - dark_offset)``) with their std, the saturation and linear-range indices,
+    the responsivity ``R`` and quantum efficiency ``QE`` (when photon counts are given), the
+    data-sheet figures ``emva1288`` (:func:`dpcal.noise.emva.emva1288_metrics`), the
+    single-frame (spatial) gain ``K_single`` and the ``fixed_pattern_share`` ``K_single / K - 1``,
+    and the per-step table.
 
     Raises
     ------
@@ -418,6 +428,8 @@ def fit_emva(path: str | os.PathLike, *, progress: bool = False) -> dict:
         Too few steps in the linear range.
     """
     from tqdm import tqdm
+
+    from dpcal.noise.emva import emva1288_metrics, spatial_stats
 
     desc = read_emva_descriptor(path)
     temporal = [s for s in desc.steps if len(s.images) == 2]
@@ -462,17 +474,21 @@ def fit_emva(path: str | os.PathLike, *, progress: bool = False) -> dict:
     single = photon_transfer(mean, np.array([r["s2_single"] for r in rows]) - s2d, dof, dark_var=0.0,
                              saturation=float(mean[sat_idx]), what=str(desc.path))
     white = desc.white_level
+    # The dark offset (black level) at the shortest exposure: normalised units run from it to white.
+    dark_offset = dark_cache[min(dark_cache)][0]
+    scale = white - dark_offset
     sig_dn = math.sqrt(s2_dark0)
     out = {
         "K": pt.gain,
         "K_std": pt.gain_std,
         "sigma_y_dark": sig_dn,
         "sigma_y_dark_std": s2_dark0_std / (2 * sig_dn),
-        "alpha": pt.gain / white,
-        "alpha_std": pt.gain_std / white,
-        "sigma": sig_dn / white,
-        "sigma_std": s2_dark0_std / (2 * sig_dn) / white,
+        "alpha": pt.gain / scale,
+        "alpha_std": pt.gain_std / scale,
+        "sigma": sig_dn / scale,
+        "sigma_std": s2_dark0_std / (2 * sig_dn) / scale,
         "white_level": white,
+        "dark_offset": dark_offset,
         "bits": desc.bits,
         "index_u_ysat": sat_idx,
         "index_sensitivity_max": int(np.nonzero(used)[0].max()),
@@ -483,8 +499,15 @@ def fit_emva(path: str | os.PathLike, *, progress: bool = False) -> dict:
         "steps": rows,
     }
     photons = np.array([r["photons"] for r in rows], dtype=np.float64)
-    if np.all(photons > 0):
-        R = float(np.sum(photons[used] * mean[used]) / np.sum(photons[used] ** 2))
-        out["R"] = R
-        out["QE"] = 100.0 * R / pt.gain
+    spatial = {}
+    for s in desc.steps:
+        if len(s.images) > 2:
+            key = "dark" if s.kind == "d" or not (s.photons or 0) > 0 else "bright"
+            spatial[key] = spatial_stats(np.stack([_read_mono(im, desc.width, desc.height) for im in s.images]))
+    out["emva1288"] = emva1288_metrics(
+        photons, np.array([r["u_y"] for r in rows]), np.array([r["u_ydark"] for r in rows]), K=pt.gain,
+        sigma_y_dark=sig_dn, sat_index=sat_idx, sens_max_index=out["index_sensitivity_max"],
+        spatial_bright=spatial.get("bright"), spatial_dark=spatial.get("dark"),
+    )
+    out["R"], out["QE"] = out["emva1288"]["R"], out["emva1288"]["QE"]
     return out

@@ -438,21 +438,26 @@ class CaptureSets:
         self.infos.append(info)
         return info
 
-    def fit(self, *, refine: bool = True, what: str = "") -> dict[str, NoiseFit]:
-        """Fit every plane; raises FitError naming the plane that fails."""
+    def fit(self, *, refine: bool = True, what: str = "", prnu: str = "auto") -> dict[str, NoiseFit]:
+        """Fit every plane (``prnu``: the ``c y^2`` term, see :mod:`dpcal.noise.prnu`);
+        raises FitError naming the plane that fails."""
+        from dpcal.noise.prnu import fit_levelsets_prnu, fit_quadratic, pool_greens
+
+        pooled = {name: LevelSets.concat(self.sets[name]) for name in self.planes}
+        quads = pool_greens({name: fit_quadratic(pooled[name]) for name in self.planes}) if prnu != "off" else {}
         out = {}
         for name in self.planes:
             label = f"{what} plane {name}".strip()
-            fit = fit_levelsets(LevelSets.concat(self.sets[name]), what=label)
+            fit = fit_levelsets_prnu(pooled[name], prnu=prnu, what=label, quad=quads.get(name))
             if refine and self.wavelets[name]:
-                fit = self._refine(name, fit, label)
+                fit = self._refine(name, fit, label, prnu)
             fit.plane = name
             scenes = sorted({i["scene"] for i in self.infos})
             fit.extra["scene"] = scenes[0] if len(scenes) == 1 else "mixed"
             out[name] = fit
         return out
 
-    def _refine(self, name: str, fit: NoiseFit, label: str) -> NoiseFit:
+    def _refine(self, name: str, fit: NoiseFit, label: str, prnu: str = "auto") -> NoiseFit:
         """Redo the wavelet selection with the fitted curve (texture admitted by a loose
         preliminary curve is rejected) and refit; skipped when the preliminary curve was
         already within 5 % of the fit over the data.
@@ -476,7 +481,9 @@ class CaptureSets:
             changed = True
         if not changed:
             return fit
+        from dpcal.noise.prnu import fit_levelsets_prnu
+
         try:
-            return fit_levelsets(LevelSets.concat(parts), what=label, start=(fit.alpha, fit.b))
+            return fit_levelsets_prnu(LevelSets.concat(parts), prnu=prnu, what=label, start=(fit.alpha, fit.b))
         except FitError:
             return fit  # the refined selection left too little data: keep the first fit

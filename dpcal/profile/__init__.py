@@ -166,6 +166,8 @@ def validate_profile(doc: Any) -> list[str]:
         if "cfa_pattern" in s and s["cfa_pattern"] not in PATTERNS:
             c.err("sensor.cfa_pattern", f"{json.dumps(s['cfa_pattern'])} is not one of {', '.join(PATTERNS)}")
         c.num(s, "bit_depth", "sensor", positive=True, optional=True)
+        if "monochrome" in s and not isinstance(s["monochrome"], bool):
+            c.err("sensor.monochrome", f"must be true or false, got {json.dumps(s['monochrome'])}")
         c.num(s, "white_level", "sensor", positive=True)
         bl = s.get("black_level")
         if "black_level" in s:

@@ -73,6 +73,16 @@ def photometry_print(y: np.ndarray, u: np.ndarray, pattern: str, radius: int):
         step = max(1, nw // 20000)
         cw = _fit_surface(vw[::step], yy[sub_w_mask][::step], xx[sub_w_mask][::step], (w, h), True)
         wmod = lambda Y, X: np.exp(_design(X.astype(float), Y.astype(float), (w, h)) @ cw)  # noqa: E731
+        # Chart areas that should be black but image nearly white were not printed (a page cut
+        # off by the printer's margin takes the black frame with it): not black samples.
+        printed = sub_y[sub_b_mask] < 0.5 * wmod(yy[sub_b_mask], xx[sub_b_mask])
+        unprinted = 1.0 - float(printed.mean()) if printed.size else 0.0
+        sub_b_mask = sub_b_mask.copy()
+        sub_b_mask[sub_b_mask] = printed
+        nb = int(sub_b_mask.sum())
+        if nb < 200:
+            raise FitError(f"the chart's black areas image nearly white in plane {name}: is the chart in view and "
+                           "printed in full (not cut off at the page edge)?")
         vb = sub_y[sub_b_mask]
         stepb = max(1, nb // 20000)
         Yb, Xb = yy[sub_b_mask][::stepb], xx[sub_b_mask][::stepb]
@@ -93,6 +103,7 @@ def photometry_print(y: np.ndarray, u: np.ndarray, pattern: str, radius: int):
         stats[name]["white_level_centre"] = float(np.exp(cw[0]))
         stats[name]["black_level_centre"] = float(cb[0] + cb[1] * np.exp(cw[0]))
         stats[name]["saturated_fraction"] = sat
+        stats[name]["black_unprinted_fraction"] = unprinted
     return black, white, stats
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -22,6 +23,8 @@ from dpcal.chart.render import rasterize, summed_area
 from dpcal.chart.spec import ChartSpec, chart_raster
 from dpcal.errors import BadInputError, FitError
 from dpcal.psf.photometry import SATURATION, photometry_display, photometry_print
+
+log = logging.getLogger("dpcal")
 
 __all__ = ["PreparedCapture", "coverage_box", "prepare_captures"]
 
@@ -97,6 +100,15 @@ def _finish(raw, y, u, black, white, nstats, loc, chart, R, prof) -> PreparedCap
     sat = y >= SATURATION
     b[sat] = np.nan
     valid = _window_valid(u, R) & np.isfinite(b)
+    # Where the capture plainly contradicts the chart (parts not printed, cut off at the page
+    # edge; glare; an occluder), the chart model cannot explain the data: leave those out.
+    mismatch = _mismatch_mask(b, u, R)
+    valid &= ~mismatch
+    on_chart = np.isfinite(u)
+    share = float(mismatch[on_chart].mean()) if on_chart.any() else 0.0
+    if share > 0.01:
+        log.warning("%s: %.0f %% of the chart area does not look like the chart (not printed, cut off at the page "
+                    "edge, glare or an occluder); left out of the fit", raw.path, 100 * share)
     in_noise = _in_rect_mask(loc, chart.noise["rect"], (w, h))
     frac_sat = float(np.mean(sat[in_noise])) if in_noise.any() else 0.0
     if frac_sat > 0.02:
@@ -156,6 +168,23 @@ def _in_rect_mask(loc: ChartLocation, rect, size) -> np.ndarray:
     x0, y0, x1, y1 = rect
     inside = ((P[..., 0] >= x0) & (P[..., 0] < x1) & (P[..., 1] >= y0) & (P[..., 1] < y1)).astype(np.uint8)
     return cv2.resize(inside, (len(xs) * g, len(ys) * g), interpolation=cv2.INTER_NEAREST)[:h, :w] > 0
+
+
+def _mismatch_mask(b: np.ndarray, u: np.ndarray, radius: int, limit: float = 0.3) -> np.ndarray:
+    """Pixels near areas whose local mean differs from the chart's by more than ``limit`` of
+    the black-white contrast. Means over windows several kernels wide do not depend on the
+    PSF, so a sharp or blurred capture of the right chart never trips this."""
+    import cv2
+
+    s = max(9, 4 * radius + 1)
+    ok = (np.isfinite(u) & np.isfinite(b)).astype(np.float32)
+    n = cv2.boxFilter(ok, -1, (s, s), normalize=False)
+    db = cv2.boxFilter(np.where(ok > 0, b - u, 0).astype(np.float32), -1, (s, s), normalize=False)
+    bad = (np.abs(db) > limit * np.maximum(n, 1)) & (n > 0.5 * s * s)
+    if not bad.any():
+        return bad
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.dilate(bad.astype(np.uint8), k) > 0
 
 
 def _window_valid(u: np.ndarray, radius: int) -> np.ndarray:

@@ -216,9 +216,14 @@ def check_match(pilot: dict, chart: ChartSpec) -> None:
                        "or use a coarser `grid`")
     med = float(np.median(r2))
     if med < 0.2:
+        causes = ("the frames given in another order than the chart's sequence (checkerboard, black, white, "
+                  "noise), or the camera moved between them" if chart.medium == "display" else
+                  "a print cut off at the page edge or printed scaled (print chart.pdf at 100 %; check its 100 mm "
+                  "bar)")
         raise BadInputError(
-            f"the capture's noise pattern does not match {chart.path or 'the chart spec'} (explained variance "
-            f"{med:.2f}); is this the chart (and seed) that was photographed?"
+            f"the capture's noise pattern does not match {chart.path or 'the chart spec'} (chart id {chart.chart_id}; "
+            f"explained variance {med:.2f}). Likely causes: {causes}; no chart, or another chart or seed, in view "
+            "(compare the id printed under the chart); or a capture far out of focus"
         )
     borders = [(t.border, key) for key, t in pilot.items() if t.kernel_half is not None]
     worst, key = max(borders)

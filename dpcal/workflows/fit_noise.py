@@ -3,7 +3,7 @@
 This is what ``dpcal fit-noise`` runs; every step is a library call:
 
 1. :func:`collect_inputs`: files from the command line and an optional CSV manifest
-   (``file,iso[,kind[,exposure]]``), with ISO and exposure from metadata where not given.
+   (``file,iso[,kind[,exposure[,group]]]``), with ISO and exposure from metadata where not given.
 2. Per ISO, :func:`fit_single_iso` (one or more captures pooled) or :func:`fit_pairs_iso`
    (frame stacks per exposure plus darks), or :func:`fit_emva_file` for an EMVA 1288 set.
 3. :func:`table_rows` and :func:`iso_model_report`: the report's rows, the ISO model and the leave-one-ISO-out check
@@ -31,11 +31,13 @@ import numpy as np
 from dpcal.cfa import PLANES, split_planes
 from dpcal.errors import BadInputError, FitError
 from dpcal.io.atomic import OutputSet, sha256_file, write_bytes_atomic
-from dpcal.io.raw import read_exif, read_raw
+from dpcal.io.raw import RAWPY_SUFFIXES, read_exif, read_raw
 from dpcal.noise.fit import NoiseFit, fit_levelsets
 from dpcal.noise.hygiene import black_from_darks, defect_map, detect_white_level, prepare_capture
+from dpcal.noise.diagnostics import check_fits, inflate_for_green_mismatch, scene_summary
 from dpcal.noise.levelsets import LevelSets
 from dpcal.noise.pairs import LINEAR_LIMIT, fit_emva, temporal_levelsets, temporal_stats
+from dpcal.noise.pairstats import stack_pair_table
 from dpcal.noise.single import CaptureSets
 from dpcal.physics.clipped import noise_std
 from dpcal.profile import Profile, load_profile, new_profile
@@ -56,13 +58,16 @@ class InputFile:
     kind: str = "capture"  # "capture" or "dark"
     exposure: float | None = None  # seconds
     order: int = 0
+    group: str | None = None  # stack label (pairs): frames of one ISO and group form a stack
 
 
 def read_manifest(path: str | os.PathLike) -> list[InputFile]:
-    """Read a CSV manifest ``file,iso[,kind[,exposure]]`` (header optional, paths relative to it).
+    """Read a CSV manifest ``file,iso[,kind[,exposure[,group]]]`` (header optional, paths relative to it).
 
     ``kind`` is ``capture`` (default; also ``chart``, ``scene``, ``flat``, ``bright``) or
-    ``dark``; ``exposure`` is in seconds.
+    ``dark``; ``exposure`` is in seconds; ``group`` names a stack for ``--method pairs``
+    (frames of one ISO and group are frames of one exposure; without it, frames of equal
+    exposure time are, which cannot tell two apertures at one shutter speed apart).
 
     Examples
     --------
@@ -104,10 +109,11 @@ def read_manifest(path: str | os.PathLike) -> list[InputFile]:
                     exposure = float(row[3])
                 except ValueError:
                     raise BadInputError(f"{p}:{no}: exposure {row[3]!r} is not a number (seconds)") from None
+            group = row[4] if len(row) > 4 and row[4] else None
             fp = Path(row[0])
             if not fp.is_absolute():
                 fp = p.parent / fp
-            out.append(InputFile(fp, iso, kind, exposure, len(out)))
+            out.append(InputFile(fp, iso, kind, exposure, len(out), group))
     if not out:
         raise BadInputError(f"{p}: the manifest lists no files")
     return out
@@ -221,8 +227,10 @@ def fit_single_iso(
     raw_kw: dict | None = None,
     scene: str = "auto",
     progress=None,
+    prnu: str = "auto",
 ) -> tuple[dict, list[dict], dict]:
-    """Fit one ISO from its captures (pooled level sets per plane).
+    """Fit one ISO from its captures (pooled level sets per plane; ``prnu``: the ``c y^2``
+    term of :mod:`dpcal.noise.prnu`).
 
     Returns ``(fits_by_plane, capture_infos, sensor)``; ``sensor`` holds the pattern, black
     and white levels used.
@@ -252,12 +260,17 @@ def fit_single_iso(
         info["white_level_detected"] = detected
         info.update({"iso": iso, "pattern": r.pattern, "width": r.width, "height": r.height})
         infos.append(info)
-    fits = cs.fit(what=what)
+    fits = cs.fit(what=what, prnu=prnu)
     sources = [str(r.path) for r in raws]
     for fit in fits.values():
         fit.iso = iso
         fit.method = "single"
         fit.extra["sources"] = sources
+    black_from = "darks" if black is not None else "metadata"
+    if black is None and raw_kw.get("black_level") is not None:
+        black_from = "given"
+    elif black is None and not _has_black_metadata(caps[0].path):
+        black_from = "assumed 0"
     sensor = {
         "pattern": raws[0].pattern,
         "black_level": list(black if black is not None else raws[0].black_level),
@@ -265,9 +278,15 @@ def fit_single_iso(
         "bit_depth": raws[0].bit_depth,
         "maker": raws[0].maker,
         "model": raws[0].model,
-        "black_from": "darks" if black is not None else "metadata",
+        "black_from": black_from,
     }
     return fits, infos, sensor
+
+
+def _has_black_metadata(path: Path) -> bool:
+    """Whether the file format records a black level (camera RAWs do; headerless, decoded and
+    FITS mosaics do not)."""
+    return path.suffix.lower() in RAWPY_SUFFIXES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,12 +294,16 @@ def fit_single_iso(
 
 
 def _stacks(caps: list[InputFile], what: str) -> list[list[InputFile]]:
-    """Frames of one ISO grouped by exposure; without exposure times, consecutive pairs."""
+    """Frames of one ISO grouped by manifest group, else by exposure; else consecutive pairs."""
+    by_group: dict[str, list[InputFile]] = {}
     by_exp: dict[float, list[InputFile]] = {}
     no_exp: list[InputFile] = []
     for f in caps:
-        (no_exp if f.exposure is None else by_exp.setdefault(round(f.exposure, 12), [])).append(f)
-    stacks = [v for _, v in sorted(by_exp.items())]
+        if f.group is not None:
+            by_group.setdefault(f.group, []).append(f)
+        else:
+            (no_exp if f.exposure is None else by_exp.setdefault(round(f.exposure, 12), [])).append(f)
+    stacks = [v for _, v in sorted(by_exp.items())] + list(by_group.values())
     no_exp.sort(key=lambda f: f.order)
     if len(no_exp) % 2:
         raise BadInputError(
@@ -369,7 +392,10 @@ def fit_pairs_iso(
             if k >= len(stacks):
                 dark_read[name].append(temporal_stats(P[:, i], v)[1])
         infos.append({"files": [str(f.path) for f in s], "exposure": s[0].exposure, "iso": iso, "frames": len(s),
-                      "kind": "capture" if k < len(stacks) else "dark", "mean_level": float(P.mean())})
+                      "group": s[0].group, "kind": "capture" if k < len(stacks) else "dark",
+                      "mean_level": float(P.mean()),
+                      "pair_stats": stack_pair_table([raws[f.path].dn for f in s], [f.path.name for f in s],
+                                                     pattern, black)})
     fits = {}
     for name in PLANES:
         ls = LevelSets.concat(sets[name])
@@ -450,9 +476,9 @@ def fit_emva_file(path: str, iso: float | None = None, progress: bool = False) -
     """
     r = fit_emva(path, progress=progress)
     steps = r["steps"]
-    white = r["white_level"]
-    lv = np.array([(s["u_y"] - s["u_ydark"]) / white for s in steps])
-    sd = np.sqrt(np.maximum([s["s2_y"] - s["s2_ydark"] + r["sigma_y_dark"] ** 2 for s in steps], 0.0)) / white
+    scale = r["white_level"] - r["dark_offset"]
+    lv = np.array([(s["u_y"] - s["u_ydark"]) / scale for s in steps])
+    sd = np.sqrt(np.maximum([s["s2_y"] - s["s2_ydark"] + r["sigma_y_dark"] ** 2 for s in steps], 0.0)) / scale
     n = np.array([s["dof"] for s in steps], dtype=np.float64)
     k = len(lv)
     sets = LevelSets(lv, sd, n, 1.0 / n, 1.0 / (2 * n), np.zeros(k), np.ones(k), np.arange(k), kind="emva")
@@ -465,7 +491,7 @@ def fit_emva_file(path: str, iso: float | None = None, progress: bool = False) -
         gof=r["gof"], sets=sets, weights=used, fitted_std=np.sqrt(a * lv + sig**2), plane="Y", iso=iso,
         method="pairs",
         extra={"K": r["K"], "K_std": r["K_std"], "sigma_y_dark_DN": r["sigma_y_dark"],
-               "alpha_single": r["K_single"] / white, "fixed_pattern_share": r["fixed_pattern_share"],
+               "alpha_single": r["K_single"] / scale, "fixed_pattern_share": r["fixed_pattern_share"],
                "sources": [str(path)]},
     )
     summary = {k_: v for k_, v in r.items() if k_ != "steps"}
@@ -583,9 +609,12 @@ def write_profile(
         white_level=sensor["white_level"], table=table, iso_model=iso_model, bit_depth=sensor.get("bit_depth"),
         provenance=prov, description=f"Noise calibrated with dpcal fit-noise ({method})",
     )
-    if wpi:
+    if wpi or sensor.get("monochrome"):
         doc = prof.doc
-        doc["sensor"]["white_level_per_iso"] = wpi
+        if wpi:
+            doc["sensor"]["white_level_per_iso"] = wpi
+        if sensor.get("monochrome"):
+            doc["sensor"]["monochrome"] = True
         prof = Profile(doc)
     prof.save(p)
     return prof
@@ -644,6 +673,8 @@ def run_fit_noise(
     skip_failed: bool = False,
     raw_kw: dict | None = None,
     progress: bool = True,
+    prnu: str = "auto",
+    strict: bool = False,
 ) -> dict:
     """Run ``dpcal fit-noise``: fit every ISO, then the ISO model; write the requested outputs.
 
@@ -689,8 +720,9 @@ def run_fit_noise(
         report["emva"] = summary
         all_inputs = [emva]
         input_isos = {emva: iso}
-        sensor = {"pattern": "RGGB", "black_level": [0.0] * 4, "white_level": summary["white_level"],
-                  "bit_depth": summary["bits"], "maker": None, "model": None, "black_from": "darks"}
+        sensor = {"pattern": "RGGB", "black_level": [summary["dark_offset"]] * 4, "white_level": summary["white_level"],
+                  "bit_depth": summary["bits"], "maker": None, "model": None, "black_from": "darks",
+                  "monochrome": True}
         captures.append({"path": emva, "iso": iso, "kind": "emva1288", "monochrome": True})
     else:
         files = collect_inputs(inputs, manifest=manifest, darks=list(darks), iso=iso)
@@ -704,7 +736,8 @@ def run_fit_noise(
             for g_iso, g_files in groups.items():
                 try:
                     if method == "single":
-                        fits, infos, sens = fit_single_iso(g_iso, g_files, raw_kw=raw_kw, scene=scene, progress=bar)
+                        fits, infos, sens = fit_single_iso(g_iso, g_files, raw_kw=raw_kw, scene=scene, progress=bar,
+                                                           prnu=prnu)
                     else:
                         fits, infos, sens = fit_pairs_iso(g_iso, g_files, raw_kw=raw_kw, progress=bar)
                 except FitError as e:
@@ -712,6 +745,7 @@ def run_fit_noise(
                         raise
                     failed.append({"iso": g_iso, "reason": str(e)})
                     continue
+                _diagnose(report, g_iso, fits, infos, sens, prnu if method == "single" else "off", strict)
                 fits_by_iso[g_iso] = fits
                 captures += infos
                 sensor = sensor or sens
@@ -752,3 +786,27 @@ def run_fit_noise(
             outputs["profile_id"] = prof.id
     report["outputs"] = outputs
     return report
+
+
+def _diagnose(report: dict, iso, fits: dict, infos: list[dict], sensor: dict, prnu: str, strict: bool) -> None:
+    """Honesty checks of one ISO (:mod:`dpcal.noise.diagnostics`) into the report and the fits;
+    with ``strict`` any finding refuses the ISO (FitError)."""
+    scale = float(sensor["white_level"]) - float(np.mean(sensor["black_level"]))
+    found = check_fits(fits, scale_dn=scale, prnu=prnu, black_known=sensor.get("black_from") != "assumed 0")
+    k = inflate_for_green_mismatch(fits)
+    for f in found:
+        if f["code"] == "green_mismatch" and k > 1:
+            f["message"] += f"; every plane's uncertainty is widened {k:.1f}x"
+    for f in found:
+        f["iso"] = iso
+    for name, fit in fits.items():
+        fit.extra["warnings"] = [f["code"] for f in found if f["plane"] in (None, name)]
+        fit.extra["black_from"] = fit.extra.get("black_from", sensor.get("black_from"))
+    report.setdefault("warnings", []).extend(found)
+    report.setdefault("summary", []).append({"iso": iso, "scene": scene_summary(infos, fits)})
+    for f in found:
+        log.info("%s%s", "" if iso is None else f"ISO {iso:g}: ", f["message"])
+    if strict and found:
+        what = "" if iso is None else f"ISO {iso:g}: "
+        raise FitError(f"{what}refused (--strict): " + found[0]["message"]
+                       + (f" (and {len(found) - 1} more finding(s))" if len(found) > 1 else ""))

@@ -33,6 +33,7 @@ from dpcal.learn.models.registry import (
     build_model,
     count_macs,
     count_params,
+    describe_spec,
     example_inputs,
     model_spec,
     model_table,
@@ -43,5 +44,5 @@ __all__ = [
     "AnscombeNet", "AnscombeTransform", "PriorUNet", "SoftProjection", "generalized_anscombe",
     "inverse_anscombe_asymptotic", "inverse_anscombe_closed_form", "soft_projection", "ChenUNet",
     "ConventionalISP", "demosaic_mhc", "MobileNetV1", "MobileNetV2", "Pipeline", "MODELS", "PRESETS",
-    "build_model", "count_macs", "count_params", "example_inputs", "model_spec", "model_table", "preset",
+    "build_model", "count_macs", "count_params", "describe_spec", "example_inputs", "model_spec", "model_table", "preset",
 ]

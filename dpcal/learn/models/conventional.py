@@ -96,6 +96,18 @@ def _demosaic(mosaic: torch.Tensor, filters: torch.Tensor, select_tile: torch.Te
     return torch.gather(stack, 1, idx.expand(b, 3, h, w))
 
 
+def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size x size`` window (reflect padding), as two 1-D sums of shifted slices.
+
+    Several times faster on CPU than ``avg_pool2d`` with stride 1 on one-channel images.
+    """
+    r = size // 2
+    p = F.pad(x, (r, r, r, r), mode="reflect")
+    h, w = x.shape[-2:]
+    rows = sum(p[..., :, i : i + w] for i in range(size))
+    return sum(rows[..., i : i + h, :] for i in range(size)) / (size * size)
+
+
 def _offset_filter(f: torch.Tensor, radius: int, patch: int, h2: float, spatial_sigma: float | None) -> torch.Tensor:
     """Weighted average over a ``(2 radius + 1)^2`` window with weights from patch distances.
 
@@ -112,7 +124,7 @@ def _offset_filter(f: torch.Tensor, radius: int, patch: int, h2: float, spatial_
             g = fp[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
             d = (f - g).square_().mean(dim=1, keepdim=True)
             if patch > 1:
-                d = F.avg_pool2d(d, patch, 1, patch // 2, count_include_pad=False)
+                d = _box_mean(d, patch)
             # exp(-80) is still a normal float32: far smaller weights would be denormals, which
             # are many times slower to multiply and add on CPUs.
             wt = d.sub_(2.0).clamp_(min=0.0).mul_(-1.0 / h2).clamp_(min=-80.0).exp_()

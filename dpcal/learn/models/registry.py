@@ -21,7 +21,7 @@ from dpcal.learn.models.mobilenet import MobileNetV1, MobileNetV2
 from dpcal.learn.models.pipeline import Pipeline
 
 __all__ = ["MODELS", "PRESETS", "build_model", "model_spec", "preset", "count_params", "count_macs",
-           "example_inputs", "model_table"]
+           "example_inputs", "model_table", "describe_spec"]
 
 MODELS = {
     "mobilenet_v1": MobileNetV1,
@@ -101,6 +101,21 @@ def model_spec(module: nn.Module) -> dict:
         parts = {k: None if getattr(module, k) is None else model_spec(getattr(module, k)) for k in ("isp", "classifier")}
         return {"name": "pipeline", "kwargs": {**parts, "pattern": module.pattern}}
     raise ValueError(f"{type(module).__name__} was not built by build_model; it has no spec")
+
+
+def describe_spec(spec: dict) -> str:
+    """A short name of a model spec: ``isp+classifier`` for pipelines (``mosaic`` when no ISP).
+
+    Examples
+    --------
+    >>> describe_spec(preset("raw-mobilenet_v1", 10)), describe_spec(preset("anscombe"))
+    ('mosaic+mobilenet_v1', 'anscombe')
+    """
+    if spec["name"] != "pipeline":
+        return spec["name"]
+    k = spec["kwargs"]
+    parts = [k["isp"]["name"] if k.get("isp") else "mosaic", k["classifier"]["name"] if k.get("classifier") else None]
+    return "+".join(p for p in parts if p)
 
 
 def preset(name: str, num_classes: int = 1000, pattern: str = "BGGR", sim_mode: str = "realistic") -> dict:
