@@ -29,6 +29,7 @@ and gradients are averaged (gloo on CPU, NCCL on GPU); process 0 writes the run 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -392,7 +393,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         # In a log file, a line a minute instead of a redrawn bar.
         pbar = tqdm(total=total, initial=step, unit="step", desc=f"train {cfg.mode}", dynamic_ncols=True, leave=False,
                     mininterval=0.5 if sys.stderr.isatty() else 60)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     window = {"loss": 0.0, "n": 0, "c1": 0, "c5": 0, "images": 0, "t": time.perf_counter()}
     last_val: dict = {}
     t_loop = time.perf_counter()
@@ -488,14 +489,6 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         _plot_curve(out)
         summary["model_file"] = str(out / FINAL)
     return summary
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def _fmt(res: dict) -> dict:
