@@ -1,33 +1,46 @@
-"""The reproduction study of the paper's Table 1 on Imagenette: train every model, then evaluate.
+"""The reproduction study of the paper's Table 1 on Imagenette: train every model, evaluate each.
 
-Runs one ``dpcal train`` after another in the background-friendly way a study needs: each run
-writes its own folder under ``--runs`` (default ``runs/table1``), finished runs (``model.pt``
-present) are skipped, an interrupted run is resumed exactly (``--resume``), and the log of each
-run goes to ``RUNS/NAME.log``. Rerun the same command after any interruption (a closed session,
-``kill``, a reboot) and it continues where it stopped. ``--plan`` prints the commands only.
+Runs one ``dpcal train`` after another, then ``dpcal eval`` of that run on the whole val split,
+and records the outcome in ``--results`` (default ``docs/results/table1/NAME.json``, tracked in
+git: the trained weights are not, the numbers are). A study spans several working sessions, and
+a session's machine may not keep the run folders, so:
+
+- a run whose record exists for the current budget (``--epochs``, ``--batch``) is done and skipped;
+- an interrupted run (``RUNS/NAME/checkpoints/last.pt``) is resumed exactly (``--resume``);
+- the ``clean`` classifier initialises several runs: when one of those is still to do and
+  ``clean``'s weights are gone, ``clean`` is trained again with the same seed (training is
+  deterministic on one machine) and its new accuracy is checked against its record.
+
+Rerun the same command after any interruption and it continues where it stopped. ``--plan``
+prints the commands; ``--table`` prints the Markdown table of the records next to the paper's
+numbers and writes the accuracy-vs-lux plot; ``--report DIR`` runs one ``dpcal eval`` of all
+runs whose weights are present (side-by-side table, plots and image panel).
 
 Setting (docs/results.md): Imagenette (10 classes; train split to train, val split to
 evaluate), camera ``nexus6p-rear``, ``--sim-mode reference``, 128 px, the default recipe, the
-same number of optimiser steps (``--epochs``) for every model; at 3 lux: the clean classifier
-(the ceiling and the initialisation of the ISP baselines and of the joint model), joint (two
-seeds), MobileNet-v1 from scratch on RAW (two seeds), the same initialised from the clean
-classifier, conventional ISP + the clean classifier as is and fine-tuned, Chen U-Net + fine-tuned
-classifier; at 2-200 lux: joint and RAW from scratch. Then ``dpcal eval`` of each model on the
-val split at its lux (and a lux sweep) into ``RUNS/eval``.
+same number of optimiser steps for every model; at 3 lux: the clean classifier (the ceiling and
+the initialisation of the ISP baselines and of the joint model), joint (two seeds), MobileNet-v1
+from scratch on RAW (two seeds), the same initialised from the clean classifier, conventional
+ISP + the clean classifier as is and fine-tuned, Chen U-Net + fine-tuned classifier; at 2-200
+lux: joint and RAW from scratch.
 
 Usage::
 
-    nohup python benchmarks/study_table1.py --data ../shared/data/imagenette160 > study.log 2>&1 &
+    nohup python benchmarks/study_table1.py --data DATA/imagenette160 > study.log 2>&1 &
     python benchmarks/study_table1.py --plan
+    python benchmarks/study_table1.py --table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,11 +49,11 @@ ROOT = Path(__file__).resolve().parents[1]
 #: (name, mode, lux, seed, init) in the order they run: the most informative first.
 RUNS = [
     ("clean", "clean", "3", 0, None),
-    ("raw-3lux-s0", "raw", "3", 0, None),
     ("joint-3lux-s0", "joint", "3", 0, "clean"),
+    ("raw-3lux-s0", "raw", "3", 0, None),
     ("isp-asis-3lux", "isp", "3", 0, "clean"),
-    ("isp-ft-3lux", "isp", "3", 0, "clean"),
     ("raw-init-3lux", "raw", "3", 0, "clean"),
+    ("isp-ft-3lux", "isp", "3", 0, "clean"),
     ("joint-3lux-s1", "joint", "3", 1, "clean"),
     ("raw-3lux-s1", "raw", "3", 1, None),
     ("unet-ft-3lux", "unet", "3", 0, "clean"),
@@ -48,92 +61,244 @@ RUNS = [
     ("raw-2-200lux", "raw", "2 200", 0, None),
 ]
 
+#: Runs also evaluated over a lux sweep (on an evenly spread subset of the val split).
+SWEEP = ["joint-3lux-s0", "raw-3lux-s0", "joint-2-200lux", "raw-2-200lux"]
+SWEEP_LUX = "2,3,6,20,200"
 
-def train_command(name: str, mode: str, lux: str, seed: int, init: str | None, a) -> list[str]:
-    run = a.runs / name
-    cmd = [sys.executable, "-m", "dpcal", "train", "--mode", mode, "--data", str(a.data / "train"),
-           "--val-data", str(a.data / "val"), "--val-max", str(a.val_max), "--profile", "nexus6p-rear",
-           "--lux", *lux.split(), "--sim-mode", "reference", "--size", "128", "--batch-size", str(a.batch),
-           "--seed", str(seed), "--workers", str(a.workers), "--checkpoint-every", "50", "--out", str(run)]
-    cmd += ["--steps", "0"] if name.startswith("isp-asis") else ["--epochs", str(a.epochs)]
-    if init:
-        cmd += ["--init", str(a.runs / init)]
-    if (run / "checkpoints" / "last.pt").is_file():
-        cmd = [sys.executable, "-m", "dpcal", "train", "--out", str(run), "--resume"]
-    return cmd
+#: The paper's Table 1 (simulated ImageNet, 1,000 classes), top-1 / top-5 in %.
+PAPER = {
+    "isp-asis-3lux": {"3": (0.22, 0.46), "2 200": (18.20, 32.04)},
+    "isp-ft-3lux": {"3": (20.02, 39.56), "2 200": (23.47, 43.77)},
+    "raw": {"3": (23.53, 44.13), "2 200": (42.65, 66.13)},
+    "unet-ft-3lux": {"3": (29.89, 52.62), "2 200": (20.23, 39.35)},
+    "joint": {"3": (30.50, 53.28), "2 200": (48.46, 71.44)},
+}
 
-
-#: Evaluations: (name, runs, lux options). Each is redone when a run of its list has finished since.
-EVALS = [
-    ("3lux", [r[0] for r in RUNS if r[2] == "3"], ["--lux", "3"]),
-    ("2-200lux", ["joint-2-200lux", "raw-2-200lux"], ["--lux", "2", "200"]),
-    ("sweep", ["joint-3lux-s0", "raw-3lux-s0", "joint-2-200lux", "raw-2-200lux"], ["--lux-sweep", "2,3,6,20,200"]),
+ROWS = [  # (table row, run names by column "3" and "2 200", paper key)
+    ("MobileNet-v1 on clean images (the ceiling)", {"clean": ["clean"]}, None),
+    ("conventional ISP + the clean classifier, as is", {"3": ["isp-asis-3lux"]}, "isp-asis-3lux"),
+    ("conventional ISP + fine-tuned classifier", {"3": ["isp-ft-3lux"]}, "isp-ft-3lux"),
+    ("MobileNet-v1 from scratch on RAW", {"3": ["raw-3lux-s0", "raw-3lux-s1"], "2 200": ["raw-2-200lux"]}, "raw"),
+    ("MobileNet-v1 on RAW, initialised from the clean classifier", {"3": ["raw-init-3lux"]}, None),
+    ("Chen U-Net + fine-tuned classifier", {"3": ["unet-ft-3lux"]}, "unet-ft-3lux"),
+    ("joint Anscombe + MobileNet-v1", {"3": ["joint-3lux-s0", "joint-3lux-s1"], "2 200": ["joint-2-200lux"]}, "joint"),
 ]
 
 
-def evaluate(a) -> int:
-    """``dpcal eval`` of the finished runs of each group on the val split (seed 0), into RUNS/eval/GROUP."""
-    for group, names, lux in EVALS:
-        done = [n for n in names if (a.runs / n / "model.pt").is_file()]
-        if not done:
-            continue
-        out = a.runs / "eval" / group
-        stamp = out / "models.txt"
-        if stamp.is_file() and stamp.read_text().split() == done:
-            print(f"eval {group}: up to date", flush=True)
-            continue
-        cmd = [sys.executable, "-m", "dpcal", "eval", *[str(a.runs / n) for n in done], "--data", str(a.data / "val"),
-               *lux, "--seed", "0", "--workers", str(a.workers), "--report", str(out), "--overwrite",
-               "--predictions", str(a.runs / "eval" / f"{group}-predictions.csv"), "--json"]
-        if a.plan:
-            print(shlex.join(cmd))
-            continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"eval {group}: {shlex.join(cmd)}", flush=True)
-        with open(a.runs / "eval" / f"{group}.json", "w") as f, open(a.runs / "eval" / f"{group}.log", "a") as log:
-            r = subprocess.run(cmd, stdout=f, stderr=log, cwd=ROOT)
-        if r.returncode != 0:
-            print(f"eval {group}: exit {r.returncode}", flush=True)
-            return r.returncode
-        stamp.write_text("\n".join(done) + "\n")
+def dpcal(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dpcal", *args]
+
+
+def train_command(name: str, mode: str, lux: str, seed: int, init: str | None, a) -> list[str]:
+    """The command that starts the run (``dpcal train --out RUN --resume`` continues it)."""
+    run = a.runs / name
+    cmd = dpcal("train", "--mode", mode, "--data", str(a.data / "train"), "--val-data", str(a.data / "val"),
+                "--val-max", str(a.val_max), "--profile", "nexus6p-rear", "--lux", *lux.split(),
+                "--sim-mode", "reference", "--size", "128", "--batch-size", str(a.batch), "--seed", str(seed),
+                "--workers", str(a.workers), "--checkpoint-every", "50", "--out", str(run))
+    cmd += ["--steps", "0"] if name.startswith("isp-asis") else ["--epochs", f"{a.epochs:g}"]
+    if init:
+        cmd += ["--init", str(a.runs / init)]
+    return cmd
+
+
+def eval_commands(name: str, lux: str, a) -> dict[str, list[str]]:
+    """The evaluations recorded for a run: at its own light level on the whole val split, and for
+    the runs of ``SWEEP`` over ``SWEEP_LUX`` on ``--sweep-images`` images."""
+    run, val = str(a.runs / name), str(a.data / "val")
+    cmds = {"eval": dpcal("eval", run, "--data", val, "--lux", *lux.split(), "--seed", "0",
+                          "--workers", str(a.workers), "--json")}
+    if name in SWEEP:
+        cmds["sweep"] = dpcal("eval", run, "--data", val, "--lux-sweep", SWEEP_LUX, "--seed", "0",
+                              "--max-images", str(a.sweep_images), "--workers", str(a.workers), "--json")
+    return cmds
+
+
+def record_path(name: str, a) -> Path:
+    return a.results / f"{name}.json"
+
+
+def load_record(name: str, a) -> dict | None:
+    p = record_path(name, a)
+    if not p.is_file():
+        return None
+    rec = json.loads(p.read_text())
+    return rec if (rec["epochs"], rec["batch"]) == (a.epochs, a.batch) else None
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """Atomically: an interrupted study never leaves a record that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_logged(cmd: list[str], log: Path, stdout=None) -> int:
+    print(f"  $ {shlex.join(cmd)}", flush=True)
+    with open(log, "a") as f:
+        return subprocess.run(cmd, stdout=stdout or f, stderr=f, cwd=ROOT).returncode
+
+
+def git_commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return r.stdout.strip()
+
+
+def train_and_record(spec: tuple, a) -> int:
+    name, mode, lux, seed, init = spec
+    run = a.runs / name
+    if not (run / "model.pt").is_file():
+        resume = (run / "checkpoints" / "last.pt").is_file()
+        cmd = dpcal("train", "--out", str(run), "--resume") if resume else train_command(*spec, a)
+        t0 = time.time()
+        rc = run_logged(cmd, a.runs / f"{name}.log")
+        print(f"{name}: train exit {rc} after {time.time() - t0:.0f} s", flush=True)
+        if rc:
+            return rc
+    summary = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    rec = {"name": name, "mode": mode, "lux": lux, "seed": seed, "init": init, "epochs": a.epochs,
+           "batch": a.batch, "steps": summary["steps"],
+           "train_command": shlex.join(train_command(*spec, _relative(a))),
+           "config": config, "train": summary, "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cpus, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"}
+    for key, cmd in eval_commands(name, lux, a).items():
+        t0 = time.time()
+        with tempfile.TemporaryFile("w+") as out:
+            rc = run_logged(cmd, a.runs / f"{name}.log", stdout=out)
+            if rc:
+                print(f"{name}: {key} exit {rc}", flush=True)
+                return rc
+            out.seek(0)
+            result = json.load(out)["results"][0]
+        result.pop("classes", None)
+        rec[key] = {"command": shlex.join(eval_commands(name, lux, _relative(a))[key]),
+                    "wall_s": round(time.time() - t0, 1), **result}
+        print(f"{name}: {key} top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} ({rec[key]['wall_s']} s)", flush=True)
+    old = load_record(name, a)
+    if old:  # a retrained run: it must give its recorded numbers again; the record is kept
+        same = old["eval"]["top1"] == rec["eval"]["top1"] and old["eval"]["top5"] == rec["eval"]["top5"]
+        print(f"{name}: retrained, top-1 {rec['eval']['top1']:.4f} "
+              f"{'equals' if same else 'DIFFERS FROM'} the record's {old['eval']['top1']:.4f}", flush=True)
+    else:
+        write_json(record_path(name, a), rec)
     return 0
+
+
+def _relative(a):
+    """The same settings with the placeholders the docs use for the data and run folders."""
+    return argparse.Namespace(**{**vars(a), "data": Path("DATA/imagenette160"), "runs": Path("runs/table1")})
+
+
+def study(a) -> int:
+    todo = [s for s in RUNS if (not a.only or s[0] in a.only) and load_record(s[0], a) is None]
+    needed = {s[4] for s in todo if s[4]}
+    for spec in RUNS:
+        name = spec[0]
+        if a.only and name not in a.only and name not in needed:
+            continue
+        have = load_record(name, a) is not None
+        if have and not (name in needed and not (a.runs / name / "model.pt").is_file()):
+            print(f"{name}: recorded, skipped", flush=True)
+            continue
+        if a.plan:
+            print(shlex.join(train_command(*spec, a)) if not (a.runs / name / "model.pt").is_file() else f"# {name}: trained")
+            for cmd in eval_commands(name, spec[2], a).values():
+                print(shlex.join(cmd))
+            continue
+        print(f"{name}: {'retraining (it initialises other runs)' if have else 'training'}", flush=True)
+        rc = train_and_record(spec, a)
+        if rc:
+            return rc
+    return 0
+
+
+# -- the table and the plot from the records --------------------------------------------------------
+def _cell(names: list[str], col: str, a) -> str:
+    recs = [load_record(n, a) for n in names]
+    done = [r for r in recs if r]
+    if not done:
+        return "*to do*"
+    key = "eval"
+    vals = [f"{100 * r[key]['top1']:.2f} / {100 * r[key]['top5']:.2f}" for r in done]
+    s = " · ".join(vals)
+    if len(done) < len(names):
+        s += " · *to do*"
+    return s
+
+
+def table(a) -> str:
+    lines = ["| model | clean images | 3 lux | 2-200 lux | paper, 3 lux | paper, 2-200 lux |", "|---|---|---|---|---|---|"]
+    for label, cols, paper in ROWS:
+        cells = [_cell(cols[c], c, a) if c in cols else "" for c in ("clean", "3", "2 200")]
+        p = PAPER.get(paper, {}) if paper else {}
+        pc = [f"{p[c][0]:.2f} / {p[c][1]:.2f}" if c in p else "—" for c in ("3", "2 200")]
+        lines.append(f"| {label} | " + " | ".join(cells + pc) + " |")
+    return "\n".join(lines)
+
+
+def plot_sweep(a, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for name in SWEEP:
+        rec = load_record(name, a)
+        if not rec or "sweep" not in rec:
+            continue
+        pts = [(p["lux"], 100 * p["top1"]) for p in rec["sweep"]["per_lux"]]
+        ax.plot(*zip(*pts), marker="o", ls="-" if name.startswith("joint") else "--", label=name)
+    clean = load_record("clean", a)
+    if clean:
+        ax.axhline(100 * clean["eval"]["top1"], color="gray", lw=1, label="clean ceiling")
+    ax.axhline(10, color="gray", lw=1, ls=":", label="chance")
+    ax.set(xscale="log", xlabel="illuminance (lux)", ylabel="top-1 (%)",
+           title=f"Imagenette val ({a.sweep_images} images), nexus6p-rear, {a.epochs:g} epochs")
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def report(a) -> int:
+    names = [s[0] for s in RUNS if s[0] != "clean" and (a.runs / s[0] / "model.pt").is_file()]
+    if not names:
+        print("no trained runs to report on", file=sys.stderr)
+        return 1
+    cmd = dpcal("eval", *[str(a.runs / n) for n in names], "--data", str(a.data / "val"), "--lux-sweep", SWEEP_LUX,
+                "--seed", "0", "--max-images", str(a.sweep_images), "--workers", str(a.workers),
+                "--report", str(a.report), "--overwrite")
+    return run_logged(cmd, a.runs / "report.log")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette160")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "table1")
-    ap.add_argument("--epochs", type=float, default=12)
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "table1")
+    ap.add_argument("--epochs", type=float, default=6)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--val-max", type=int, default=1000)
-    ap.add_argument("--only", nargs="*", help="Run only these names.")
+    ap.add_argument("--val-max", type=int, default=1000, help="Validation images during training.")
+    ap.add_argument("--sweep-images", type=int, default=1000, help="Val images of the lux sweeps.")
+    ap.add_argument("--only", nargs="*", help="Run only these names (and what initialises them).")
     ap.add_argument("--plan", action="store_true", help="Print the commands and exit.")
-    ap.add_argument("--no-eval", action="store_true", help="Train only.")
+    ap.add_argument("--table", action="store_true", help="Print the table of the records, write the plot, exit.")
+    ap.add_argument("--report", type=Path, help="Evaluate all present runs together into this folder, exit.")
     a = ap.parse_args()
+    if a.table:
+        print(table(a))
+        plot_sweep(a, ROOT / "docs" / "images" / "table1-lux-sweep.png")
+        return 0
+    if a.report:
+        return report(a)
     a.runs.mkdir(parents=True, exist_ok=True)
-    for name, mode, lux, seed, init in RUNS:
-        if a.only and name not in a.only:
-            continue
-        run = a.runs / name
-        cmd = train_command(name, mode, lux, seed, init, a)
-        if a.plan:
-            print(("# done: " if (run / "model.pt").is_file() else "") + shlex.join(cmd))
-            continue
-        if (run / "model.pt").is_file():
-            print(f"{name}: done, skipped", flush=True)
-            continue
-        if init and not (a.runs / init / "model.pt").is_file():
-            print(f"{name}: waiting for {init}; skipped this pass", flush=True)
-            continue
-        t0 = time.time()
-        print(f"{name}: {shlex.join(cmd)}", flush=True)
-        with open(a.runs / f"{name}.log", "a") as log:
-            r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ})
-        print(f"{name}: exit {r.returncode} after {time.time() - t0:.0f} s", flush=True)
-        if r.returncode != 0:
-            return r.returncode
-    return 0 if a.no_eval else evaluate(a)
+    return study(a)
 
 
 if __name__ == "__main__":
