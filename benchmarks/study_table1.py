@@ -162,7 +162,7 @@ def train_and_record(spec: tuple, a) -> int:
     config = json.loads((run / "config.json").read_text())
     rec = {"name": name, "mode": mode, "lux": lux, "seed": seed, "init": init, "epochs": a.epochs,
            "batch": a.batch, "steps": summary["steps"],
-           "train_command": shlex.join(train_command(*spec, _relative(a))),
+           "train_command": as_typed(train_command(*spec, _relative(a))),
            "config": config, "train": summary, "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cpus, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"}
     for key, cmd in eval_commands(name, lux, a).items():
@@ -175,7 +175,7 @@ def train_and_record(spec: tuple, a) -> int:
             out.seek(0)
             result = json.load(out)["results"][0]
         result.pop("classes", None)
-        rec[key] = {"command": shlex.join(eval_commands(name, lux, _relative(a))[key]),
+        rec[key] = {"command": as_typed(eval_commands(name, lux, _relative(a))[key]),
                     "wall_s": round(time.time() - t0, 1), **result}
         print(f"{name}: {key} top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} ({rec[key]['wall_s']} s)", flush=True)
     old = load_record(name, a)
@@ -191,6 +191,11 @@ def train_and_record(spec: tuple, a) -> int:
 def _relative(a):
     """The same settings with the placeholders the docs use for the data and run folders."""
     return argparse.Namespace(**{**vars(a), "data": Path("DATA/imagenette160"), "runs": Path("runs/table1")})
+
+
+def as_typed(cmd: list[str]) -> str:
+    """A command as a user types it: ``dpcal ...``, not the interpreter running the module."""
+    return shlex.join(["dpcal", *cmd[3:]] if cmd[1:3] == ["-m", "dpcal"] else cmd)
 
 
 def study(a) -> int:
@@ -209,7 +214,8 @@ def study(a) -> int:
             for cmd in eval_commands(name, spec[2], a).values():
                 print(shlex.join(cmd))
             continue
-        print(f"{name}: {'retraining (it initialises other runs)' if have else 'training'}", flush=True)
+        what = "retraining (it initialises other runs)" if have else "evaluating" if (a.runs / name / "model.pt").is_file() else "training"
+        print(f"{name}: {what}", flush=True)
         rc = train_and_record(spec, a)
         if rc:
             return rc
