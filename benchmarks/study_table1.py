@@ -246,6 +246,21 @@ def table(a) -> str:
     return "\n".join(lines)
 
 
+def runs_table(a) -> str:
+    """One row per recorded run: budget, wall time, speed, accuracy, when and at which commit."""
+    lines = ["| run | mode | lux | seed | init | steps | train wall | images/s | eval top-1 / top-5 (n) | date, commit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, mode, lux, seed, init in RUNS:
+        r = load_record(name, a)
+        if not r:
+            continue
+        t, e = r["train"], r["eval"]
+        lines.append(f"| {name} | {mode} | {lux.replace(' ', '-')} | {seed} | {init or '-'} | {r['steps']} | "
+                     f"{t['wall_s'] / 60:.1f} min | {t['images_per_s'] or '-'} | {100 * e['top1']:.2f} / "
+                     f"{100 * e['top5']:.2f} ({e['n']}) | {r['date']}, {r['commit']} |")
+    return "\n".join(lines)
+
+
 def plot_sweep(a, path: Path) -> None:
     import matplotlib
 
@@ -298,7 +313,7 @@ def main() -> int:
     ap.add_argument("--report", type=Path, help="Evaluate all present runs together into this folder, exit.")
     a = ap.parse_args()
     if a.table:
-        print(table(a))
+        print(table(a) + "\n\n" + runs_table(a))
         plot_sweep(a, ROOT / "docs" / "images" / "table1-lux-sweep.png")
         return 0
     if a.report:
