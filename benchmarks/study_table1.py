@@ -13,8 +13,8 @@ a session's machine may not keep the run folders, so:
 
 Rerun the same command after any interruption and it continues where it stopped. ``--plan``
 prints the commands; ``--table`` prints the Markdown table of the records next to the paper's
-numbers and writes the accuracy-vs-lux plot; ``--report DIR`` runs one ``dpcal eval`` of all
-runs whose weights are present (side-by-side table, plots and image panel).
+numbers and writes the accuracy-vs-lux plot; ``--report DIR`` runs one ``dpcal eval`` of the
+3-lux runs whose weights are present (side-by-side table, plots and image panel).
 
 Setting (docs/results.md): Imagenette (10 classes; train split to train, val split to
 evaluate), camera ``nexus6p-rear``, ``--sim-mode reference``, 128 px, the default recipe, the
@@ -287,13 +287,14 @@ def plot_sweep(a, path: Path) -> None:
 
 
 def report(a) -> int:
-    names = [s[0] for s in RUNS if s[0] != "clean" and (a.runs / s[0] / "model.pt").is_file()]
+    """One ``dpcal eval`` of the 3-lux runs whose weights are here: the side-by-side table and
+    the image panel of what each pipeline hands its classifier (the paper's Figure 5)."""
+    names = [s[0] for s in RUNS if s[2] == "3" and s[0] != "clean" and (a.runs / s[0] / "model.pt").is_file()]
     if not names:
-        print("no trained runs to report on", file=sys.stderr)
+        print("no trained 3-lux runs to report on", file=sys.stderr)
         return 1
-    cmd = dpcal("eval", *[str(a.runs / n) for n in names], "--data", str(a.data / "val"), "--lux-sweep", SWEEP_LUX,
-                "--seed", "0", "--max-images", str(a.sweep_images), "--workers", str(a.workers),
-                "--report", str(a.report), "--overwrite")
+    cmd = dpcal("eval", *[str(a.runs / n) for n in names], "--data", str(a.data / "val"), "--lux", "3", "--seed", "0",
+                "--max-images", str(a.sweep_images), "--workers", str(a.workers), "--report", str(a.report), "--overwrite")
     return run_logged(cmd, a.runs / "report.log")
 
 
