@@ -1,8 +1,9 @@
 """Render a chart onto the sensor: pixel-area integration, PSF field, vignetting, CFA, noise.
 
 :func:`rasterize` gives the chart as a sensor pixel sees it: the chart's value averaged over
-the pixel's footprint on the chart. It is what both the PSF estimator (the sharp image ``u`` of
-``docs/method.md`` section 3) and :func:`render_capture` use. The chart is piecewise constant on its
+the pixel's footprint on the chart. It is what :func:`render_capture` uses, and, band-limited
+to the pixel grid's Nyquist frequency by :func:`band_limit`, the PSF estimator's sharp image
+``u`` (``docs/method.md`` section 3). The chart is piecewise constant on its
 raster, so its summed-area table is exactly bilinear between raster pixel corners: the integral
 over any axis-aligned chart rectangle is four bilinear look-ups. Each (sub)pixel's footprint, a
 small parallelogram on the chart, is replaced by the axis-aligned rectangle with the same side
