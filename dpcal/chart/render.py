@@ -180,8 +180,8 @@ def band_limit(sub: np.ndarray, s: int) -> np.ndarray:
     can carry, which aliases: convolving those averages with a kernel filters the aliases with
     the kernel at the wrong frequency. A real capture filters the chart's fine detail with the
     lens first, then integrates over the pixels, so a PSF fit against the aliased averages
-    finds kernels that are too wide when the PSF is about as sharp as a pixel (10 % relative L2
-    at sigma 0.8 px). The band-limited average is the chart as an ideal low-pass filter at
+    finds kernels that are too wide when the PSF is about as sharp as a pixel (7 % relative L2
+    at sigma 0.85 x 0.75 px). The band-limited average is the chart as an ideal low-pass filter at
     0.5 cycles per pixel would leave it; blurred by the PSF's samples (band-limited), it is the
     capture up to what the lens passes beyond the Nyquist frequency.
 
