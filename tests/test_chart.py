@@ -8,7 +8,7 @@ import pytest
 from dpcal.chart import build_spec, chart_raster, load_chart, load_chart_image, make_chart
 from dpcal.chart.geometry import LensMapping, fit_lens_mapping, pose_mapping
 from dpcal.chart.locate import locate_chart
-from dpcal.chart.render import rasterize, render_capture
+from dpcal.chart.render import band_limit, rasterize, render_capture
 from dpcal.chart.spec import ChartSpec, noise_bits
 from dpcal.errors import BadInputError, FitError
 from dpcal.physics.optics import PSFField, gaussian_kernel
@@ -127,6 +127,31 @@ def test_rasterize_is_pixel_area_average():
     P = m.inverse(np.stack([X, Y], -1))
     brute = chart[P[..., 1].astype(int), P[..., 0].astype(int)].mean(axis=(2, 3))
     assert np.abs(fast - brute).max() < 0.04 and np.abs(fast - brute).mean() < 0.006
+
+
+def test_rasterize_subpixels():
+    rng = np.random.default_rng(4)
+    chart = (rng.random((120, 160)) > 0.5).astype(np.float64)
+    # a chart pixel images to half a sensor pixel: 2 x 2 sub-pixels are the chart's pixels
+    half = LensMapping(np.array([[0.5, 0, -0.5], [0, 0.5, -0.5], [0, 0, 1]]), (80, 60))
+    sub = rasterize(chart, half, (5, 5, 75, 55), supersample=2, subpixels=True)
+    np.testing.assert_allclose(sub, chart[10:110, 10:150], atol=1e-6)
+    np.testing.assert_allclose(sub.reshape(50, 2, 70, 2).mean(axis=(1, 3)),
+                               rasterize(chart, half, (5, 5, 75, 55), supersample=2), atol=1e-6)
+
+
+def test_band_limit_removes_aliases():
+    n, s = 64, 2
+    x = (np.arange(n * s) + 0.5) / s - 0.5  # sub-pixel centres, pixels
+    for f, keep in [(0.25, True), (0.75, False)]:  # below and above the Nyquist frequency (0.5 cycles/px)
+        sub = np.tile(np.cos(2 * np.pi * f * x), (n * s, 1))
+        mean = sub.reshape(n, s, n, s).mean(axis=(1, 3))  # the plain pixel averages alias 0.75 to 0.25
+        assert np.abs(mean).max() > 0.2
+        np.testing.assert_allclose(band_limit(sub, s), mean if keep else 0 * mean, atol=1e-5)
+    sub = np.random.default_rng(0).random((n * s, n * s))
+    sub[:20, :7] = np.nan
+    u = band_limit(sub, s)
+    assert np.isnan(u[:10, :4]).all() and np.isfinite(u[10:]).all() and np.isfinite(u[:, 4:]).all()
 
 
 @pytest.fixture(scope="module")

@@ -143,6 +143,67 @@ class PSFField:
         node[..., 1] = (node[..., 1] + 0.5) * sy - 0.5
         return PSFField(psf.astype(np.float32), node, self.planes, (width, height), dict(self.meta))
 
+    def with_pixel_aperture(self) -> "PSFField":
+        """The field as system PSFs: each kernel integrated over a photosite's area.
+
+        A dpcal kernel is the optical PSF *sampled at pixel centres*, and it acts on an image
+        that is already integrated over the pixels (the chart model of ``fit-psf``, the
+        renderer's pixel-area integral, a photo given to the simulator): blurring the
+        pixel-integrated scene with it gives the capture. The other common convention, the
+        *system* PSF, folds the pixel aperture into the kernel (optics convolved with the pixel
+        box) and acts on the scene sampled at pixel centres. Both describe the same capture;
+        their kernels differ by the box, by 10 % (relative L2) for a Gaussian of sigma 0.8 px
+        and 2.4 % at 2.4 x 1.3 px. Compare a dpcal field with a system-PSF truth only after
+        this conversion (:func:`dpcal.psf.qa.compare_fields` with
+        ``truth_convention="integrated"``).
+
+        Each kernel is interpolated band-limitedly (sinc) between its samples and integrated
+        over a 1 x 1 pixel box about each sample, i.e. its spectrum is multiplied by
+        ``sinc(fx) sinc(fy)`` (f in cycles per pixel): a separable convolution with the taps
+        ``h[n] = (Si(pi (n + 1/2)) - Si(pi (n - 1/2))) / pi``, applied in full inside the
+        kernel's window. The box is one photosite: kernels are at full-sensor sampling for
+        every CFA plane (the CFA sub-sampling happens after the blur), so the aperture is one
+        full-sensor pixel (100 % fill factor), not the 2 x 2 CFA cell.
+
+        The conversion is exact for band-limited PSFs (up to the light the box spreads beyond the
+        window). A Gaussian of sigma 0.8 px or more, sampled, converts to within 0.4 % of its
+        numerically integrated version; sharper kernels are not band-limited and their sinc
+        interpolation rings (3 % at sigma 0.5 px): negative ringing is clipped, then each
+        kernel is renormalised to sum 1. The sum and, for kernels well inside their window,
+        the centroid are kept.
+
+        Returns
+        -------
+        PSFField
+            Same nodes, planes and kernel size; ``meta["kernel_convention"]`` is
+            ``"pixel-integrated"``.
+
+        Raises
+        ------
+        BadInputError
+            If the field already includes the pixel aperture (by that ``meta`` entry).
+
+        Examples
+        --------
+        A Gaussian of sigma 1 px: its central sample is ``1 / (2 pi)``; integrated over the
+        central pixel it is ``erf(0.5 / sqrt(2))^2 = 0.14663``:
+
+        >>> f = PSFField(gaussian_kernel(21, 1.0)[None, None, None], np.zeros((1, 1, 2)), planes=("Y",))
+        >>> k = f.with_pixel_aperture().psf[0, 0, 0]
+        >>> round(float(f.psf[0, 0, 0, 10, 10]), 4), round(float(k[10, 10]), 4), round(float(k.sum()), 6)
+        (0.1592, 0.1467, 1.0)
+        """
+        if self.meta.get("kernel_convention") == "pixel-integrated":
+            raise BadInputError("PSF field: its kernels already include the pixel aperture")
+        k = self.kernel_size
+        n = np.arange(k)[:, None] - np.arange(k)[None, :]
+        a = _pixel_box_taps(n)
+        psf = np.einsum("ak,...kl,bl->...ab", a, self.psf.astype(np.float64), a)
+        psf = np.maximum(psf, 0)
+        psf /= psf.sum(axis=(-1, -2), keepdims=True)
+        meta = dict(self.meta, kernel_convention="pixel-integrated")
+        return PSFField(psf.astype(np.float32), self.node_xy.copy(), self.planes, self.sensor_size, meta)
+
     # ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the field as ``.npz`` (``psf``, ``node_xy``, ``planes``, ...), atomically."""
@@ -180,6 +241,17 @@ class PSFField:
 def _odd_at_least(v: float) -> int:
     n = max(1, int(np.ceil(v - 1e-9)))
     return n if n % 2 else n + 1
+
+
+def _pixel_box_taps(n: np.ndarray) -> np.ndarray:
+    """``h[n]``: the integral over pixel ``n`` (width 1) of ``sinc(t)``, the band-limited unit sample.
+
+    Its spectrum is ``sinc(f)`` for ``|f| <= 1/2``; the taps sum to 1 and fall as ``1/n^2``
+    with alternating sign.
+    """
+    from scipy.special import sici
+
+    return (sici(np.pi * (n + 0.5))[0] - sici(np.pi * (n - 0.5))[0]) / np.pi
 
 
 def _area_resample_matrix(k_old: int, k_new: int, scale: float) -> np.ndarray:

@@ -16,7 +16,8 @@ still), on the linear RAW mosaic:
    a profile), which gives the inverse-variance weights. Saturation is refused.
 3. **Sharp chart** ``u``: the chart averaged over each sensor pixel's footprint, at full-sensor
    sampling (:func:`dpcal.chart.render.rasterize`), so the CFA sub-sampling stays in the
-   forward model.
+   forward model, and band-limited to the sensor's Nyquist frequency
+   (:func:`dpcal.chart.render.band_limit`).
 4. **Pilot** per tile on the half-resolution luminance: a coarse kernel that sets the support
    size (from the data: the radius holding 99 % of the kernel's mass above its noise floor),
    the predicted signal for the noise weights, and the check that the capture matches the chart.
@@ -96,6 +97,7 @@ def fit_psf(
     pilot_rows: int = 6000,
     max_rows: int | None = None,
     supersample: int | None = None,
+    band_limited: bool = True,
     progress: bool = False,
 ) -> FitPSFResult:
     """Estimate a PSF field (one kernel per grid node and CFA plane) from chart captures.
@@ -142,6 +144,10 @@ def fit_psf(
         Cap on rows per tile and plane (default: all).
     supersample : int, optional
         Pixel footprint subdivision for rendering the sharp chart (default: from the pose).
+    band_limited : bool
+        Fit the kernels against the sharp chart band-limited to the sensor's Nyquist frequency
+        (default), not its plain pixel averages, whose aliases widen sharp kernels
+        (``docs/psf.md``, "Kernel convention").
     progress : bool
         Show a progress bar on stderr.
 
@@ -181,7 +187,7 @@ def fit_psf(
         prof = load_profile(profile)
 
     # --- registration, photometry, sharp chart ------------------------------------------
-    prepared = prepare_captures(raws, chart, pattern, R, distortion, supersample, prof)
+    prepared = prepare_captures(raws, chart, pattern, R, distortion, supersample, prof, band_limited)
     noise_report = {p.name: p.noise for p in prepared}
 
     # --- tiles -----------------------------------------------------------------------------

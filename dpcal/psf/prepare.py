@@ -7,7 +7,9 @@
    ``b = (y - black) / (white - black)`` and the noise model (measured, or from a profile).
 3. **Sharp chart** ``u``: the chart averaged over each sensor pixel's footprint, at full-sensor
    sampling (:func:`dpcal.chart.render.rasterize`), so the CFA sub-sampling stays in the
-   forward model.
+   forward model; for the kernel fit band-limited to the sensor's Nyquist frequency
+   (:func:`dpcal.chart.render.band_limit`, from 2 x 2 or more sub-pixels per pixel), so that
+   the kernels are the PSF's samples rather than a compromise with the chart's aliases.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from dpcal.cfa import PLANES
 from dpcal.chart.locate import ChartLocation, locate_chart
-from dpcal.chart.render import rasterize, summed_area
+from dpcal.chart.render import band_limit, rasterize, summed_area
 from dpcal.chart.spec import ChartSpec, chart_raster
 from dpcal.errors import BadInputError, FitError
 from dpcal.psf.photometry import SATURATION, photometry_display, photometry_print
@@ -35,7 +37,7 @@ class PreparedCapture:
 
     name: str
     b: np.ndarray  # normalised data in chart units (NaN: unusable)
-    u: np.ndarray  # sharp chart, pixel-area integrated (NaN: off the chart)
+    u: np.ndarray  # sharp chart for the kernels: pixel-area integrated, band-limited (NaN: off the chart)
     valid: np.ndarray  # rows whose whole K x K window lies on the chart and whose data is usable
     black: np.ndarray  # per-pixel black level (normalised raw units)
     scale: np.ndarray  # per-pixel white - black
@@ -45,7 +47,8 @@ class PreparedCapture:
     pattern: str
 
 
-def prepare_captures(raws, chart, pattern, R, distortion, supersample, prof) -> list[PreparedCapture]:
+def prepare_captures(raws, chart, pattern, R, distortion, supersample, prof,
+                     band_limited: bool = True) -> list[PreparedCapture]:
     h, w = raws[0].dn.shape
     frames = _frame_roles(chart, len(raws))
     out = []
@@ -54,12 +57,11 @@ def prepare_captures(raws, chart, pattern, R, distortion, supersample, prof) -> 
             y = raw.normalized()
             loc = locate_chart(y, pattern, chart, frame=frames[0], distortion=distortion, kernel_radius=R)
             ss = supersample or _auto_supersample(loc)
-            chart_img = chart_raster(chart, frames[0])
-            u = rasterize(chart_img, loc.mapping, supersample=ss)
+            u, u_fit = _sharp_chart(chart_raster(chart, frames[0]), loc, ss, band_limited)
             # Flat areas: away from edges by the kernel radius, but keep something of every square.
             sq_px = chart.square * float(np.median(loc.mapping.scale_at(chart.corners)))
             black, white, nstats = photometry_print(y, u, pattern, max(2, min(R + 2, int(0.3 * sq_px))))
-            out.append(_finish(raw, y, u, black, white, nstats, loc, chart, R, prof))
+            out.append(_finish(raw, y, u_fit, black, white, nstats, loc, chart, R, prof))
         return out
     # display: geometry from the checkerboard frame, photometry from black/white frames
     geo, blk, wht = raws[0], raws[1], raws[2]
@@ -72,9 +74,21 @@ def prepare_captures(raws, chart, pattern, R, distortion, supersample, prof) -> 
         if chart.frames[fr]["role"] != "noise":
             raise BadInputError(f"{raw.path}: capture {fr + 1} should show frame {chart.frames[fr]['file']} "
                                 f"({chart.frames[fr]['role']}); give the frames in the chart's order")
-        u = rasterize(chart_raster(chart, fr), loc.mapping, supersample=ss)
-        out.append(_finish(raw, raw.normalized(), u, black, white, nstats, loc, chart, R, prof))
+        _, u_fit = _sharp_chart(chart_raster(chart, fr), loc, ss, band_limited)
+        out.append(_finish(raw, raw.normalized(), u_fit, black, white, nstats, loc, chart, R, prof))
     return out
+
+
+def _sharp_chart(chart_img: np.ndarray, loc: ChartLocation, ss: int, band_limited: bool):
+    """The chart's pixel averages (for photometry) and the sharp chart of the kernel fit."""
+    if not band_limited:
+        u = rasterize(chart_img, loc.mapping, supersample=ss)
+        return u, u
+    # Band-limiting needs at least 2 x 2 sub-pixels (aliases between 0.5 and 1.5 cycles/px removed).
+    s = max(2, ss)
+    sub = rasterize(chart_img, loc.mapping, supersample=s, subpixels=True)
+    h, w = sub.shape[0] // s, sub.shape[1] // s
+    return sub.reshape(h, s, w, s).mean(axis=(1, 3)), band_limit(sub, s)
 
 
 def _frame_roles(chart: ChartSpec, n: int) -> list[int]:
