@@ -45,6 +45,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dpcal.io.atomic import write_json_atomic  # noqa: E402
 
 #: (name, mode, lux, seed, init) in the order they run: the most informative first.
 RUNS = [
@@ -126,16 +129,6 @@ def load_record(name: str, a) -> dict | None:
     return rec if (rec["epochs"], rec["batch"]) == (a.epochs, a.batch) else None
 
 
-def write_json(path: Path, doc: dict) -> None:
-    """Atomically: an interrupted study never leaves a record that looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def run_logged(cmd: list[str], log: Path, stdout=None) -> int:
     print(f"  $ {shlex.join(cmd)}", flush=True)
     with open(log, "a") as f:
@@ -183,8 +176,9 @@ def train_and_record(spec: tuple, a) -> int:
         same = old["eval"]["top1"] == rec["eval"]["top1"] and old["eval"]["top5"] == rec["eval"]["top5"]
         print(f"{name}: retrained, top-1 {rec['eval']['top1']:.4f} "
               f"{'equals' if same else 'DIFFERS FROM'} the record's {old['eval']['top1']:.4f}", flush=True)
-    else:
-        write_json(record_path(name, a), rec)
+    else:  # atomically: an interrupted study never leaves a record that looks complete
+        record_path(name, a).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record_path(name, a), rec)
     return 0
 
 
@@ -206,15 +200,16 @@ def study(a) -> int:
         if a.only and name not in a.only and name not in needed:
             continue
         have = load_record(name, a) is not None
-        if have and not (name in needed and not (a.runs / name / "model.pt").is_file()):
+        trained = (a.runs / name / "model.pt").is_file()
+        if have and not (name in needed and not trained):
             print(f"{name}: recorded, skipped", flush=True)
             continue
         if a.plan:
-            print(shlex.join(train_command(*spec, a)) if not (a.runs / name / "model.pt").is_file() else f"# {name}: trained")
+            print(f"# {name}: trained" if trained else shlex.join(train_command(*spec, a)))
             for cmd in eval_commands(name, spec[2], a).values():
                 print(shlex.join(cmd))
             continue
-        what = "retraining (it initialises other runs)" if have else "evaluating" if (a.runs / name / "model.pt").is_file() else "training"
+        what = "retraining (it initialises other runs)" if have else "evaluating" if trained else "training"
         print(f"{name}: {what}", flush=True)
         rc = train_and_record(spec, a)
         if rc:
@@ -223,14 +218,12 @@ def study(a) -> int:
 
 
 # -- the table and the plot from the records --------------------------------------------------------
-def _cell(names: list[str], col: str, a) -> str:
-    recs = [load_record(n, a) for n in names]
-    done = [r for r in recs if r]
+def _cell(names: list[str], a) -> str:
+    """The recorded top-1 / top-5 of these runs (seeds side by side), or *to do*."""
+    done = [r for r in (load_record(n, a) for n in names) if r]
     if not done:
         return "*to do*"
-    key = "eval"
-    vals = [f"{100 * r[key]['top1']:.2f} / {100 * r[key]['top5']:.2f}" for r in done]
-    s = " · ".join(vals)
+    s = " · ".join(f"{100 * r['eval']['top1']:.2f} / {100 * r['eval']['top5']:.2f}" for r in done)
     if len(done) < len(names):
         s += " · *to do*"
     return s
@@ -239,7 +232,7 @@ def _cell(names: list[str], col: str, a) -> str:
 def table(a) -> str:
     lines = ["| model | clean images | 3 lux | 2-200 lux | paper, 3 lux | paper, 2-200 lux |", "|---|---|---|---|---|---|"]
     for label, cols, paper in ROWS:
-        cells = [_cell(cols[c], c, a) if c in cols else "" for c in ("clean", "3", "2 200")]
+        cells = [_cell(cols[c], a) if c in cols else "" for c in ("clean", "3", "2 200")]
         p = PAPER.get(paper, {}) if paper else {}
         pc = [f"{p[c][0]:.2f} / {p[c][1]:.2f}" if c in p else "—" for c in ("3", "2 200")]
         lines.append(f"| {label} | " + " | ".join(cells + pc) + " |")
