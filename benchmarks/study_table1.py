@@ -144,7 +144,7 @@ def train_and_record(spec: tuple, a) -> int:
     name, mode, lux, seed, init = spec
     run = a.runs / name
     if not (run / "model.pt").is_file():
-        resume = (run / "checkpoints" / "last.pt").is_file()
+        resume = (run / "config.json").is_file()  # with or without a checkpoint yet
         cmd = dpcal("train", "--out", str(run), "--resume") if resume else train_command(*spec, a)
         t0 = time.time()
         rc = run_logged(cmd, a.runs / f"{name}.log")

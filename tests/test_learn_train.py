@@ -229,3 +229,20 @@ def test_one_extrapolation_warning_per_run(colours, tmp_path):
     warns = [line for line in r.stderr.splitlines() if "warning" in line.lower()]
     assert warns == ["dpcal: warning: profile eld-sonya7s2 is measured at ISO 100-6400; ISO up to 66667 is "
                      "extrapolated by its cts ISO model"], r.stderr
+
+
+def test_resume_before_the_first_checkpoint_starts_again(colours, tmp_path):
+    """A run killed before it wrote a checkpoint left config.json and metrics rows: `--resume`
+    (what the interrupt message asks for) starts it from step 0 and ends as an uninterrupted run."""
+    ref = train(_cfg(colours, steps=4), tmp_path / "ref", progress=False)
+    out = tmp_path / "run"
+    train(_cfg(colours, steps=4), out, progress=False)
+    (out / "model.pt").unlink()
+    for p in (out / "checkpoints").iterdir():
+        p.unlink()
+    (out / "metrics.json").unlink()
+    res = train(_cfg(colours, steps=4), out, resume=True, progress=False)
+    assert res["steps"] == 4 and res["val"] == ref["val"]
+    assert [r["step"] for r in _metrics(out)] == [r["step"] for r in _metrics(tmp_path / "ref")]
+    for k, v in _state(tmp_path / "ref" / "model.pt").items():
+        assert torch.equal(v, _state(out / "model.pt")[k]), k

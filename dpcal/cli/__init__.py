@@ -144,7 +144,9 @@ def _main(argv: list[str] | None) -> None:
         if not isinstance(intr, KeyboardInterrupt):
             click.echo("dpcal: aborted", err=True)
             sys.exit(1)
-        click.echo("dpcal: interrupted; rerun the same command to resume", err=True)
+        words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
+        how = "rerun with --resume to continue" if words[:1] == ["train"] else "rerun the same command to resume"
+        click.echo(f"dpcal: interrupted; {how}", err=True)
         sys.exit(128 + intr.signum if isinstance(intr, Terminated) else 130)
     except DpcalError as e:
         if _state["verbose"]:

@@ -28,9 +28,12 @@ def prepare_run(out: Path, resume: bool, overwrite: bool) -> dict | None:
     """Check the run folder; return the checkpoint to resume from (or None for a new run)."""
     last = out / LAST
     if resume:
-        if not last.is_file():
+        if last.is_file():
+            return load_checkpoint(last)
+        if not (out / "config.json").is_file():
             raise BadInputError(f"{out} has no checkpoint to resume ({LAST} is missing); drop `resume` to start a run")
-        return load_checkpoint(last)
+        # Interrupted before its first checkpoint: nothing to keep, so the run starts again from step 0.
+        overwrite = True
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             what = "a training run" if last.is_file() or (out / "config.json").is_file() else "files"

@@ -286,7 +286,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, force: bo
         ckpt = prepare_run(out, resume, overwrite)
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    if not dist.main and resume:
+    if not dist.main and resume and (out / LAST).is_file():
         ckpt = load_checkpoint(out / LAST)
     if ckpt is not None:
         check_resume(ckpt["train"], cfg, force)
