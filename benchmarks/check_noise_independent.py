@@ -95,6 +95,14 @@ def main() -> None:
               f"({np.sqrt(max(c2, 0)):.2%}) | {a3 / WHITE:.3e} ± {sa3 / WHITE:.1e} ({np.sqrt(max(c3, 0)):.2%}) | "
               f"{fa['alpha']:.3e} ± {fa['alpha_std']:.1e} ({pr}) | "
               f"{fa['alpha'] / (a2 / WHITE):.3f} | {fo['alpha']:.3e} ± {fo['alpha_std']:.1e} | {fo['alpha'] / (a1 / WHITE):.3f}")
+    # The greens are the same pixel design behind the same gain: their alphas should nearly agree.
+    # Their variance per unit mean, patch by patch, compares them without a three-parameter fit.
+    gr, gb = (highpass_points(dn[r::2, c::2]) for r, c in (OFFSETS["Gr"], OFFSETS["Gb"]))
+    ratio = (gb[:, 1] / gb[:, 0]) / (gr[:, 1] / gr[:, 0])
+    bright = ratio[:-1]  # the black patch's variance is mostly read noise, not alpha
+    print(f"Gb/Gr variance per unit mean, patch by patch (white ... black): {np.round(ratio, 3).tolist()}; "
+          f"five brighter patches {bright.mean():.3f} ± {bright.std(ddof=1) / np.sqrt(bright.size):.3f}; "
+          f"dpcal alpha Gb/Gr {auto['Gb']['alpha'] / auto['Gr']['alpha']:.3f}")
     print("gray patch means (DN) and high-pass variances (DN^2) per plane:")
     for name, (r, c) in OFFSETS.items():
         pts = highpass_points(dn[r::2, c::2])
