@@ -62,10 +62,11 @@ RUNS = [
     ("unet-ft-3lux", "unet", "3", 0, "clean"),
     ("joint-2-200lux", "joint", "2 200", 0, "clean"),
     ("raw-2-200lux", "raw", "2 200", 0, None),
+    ("raw-init-2-200lux", "raw", "2 200", 0, "clean"),  # separates initialisation at 2-200 lux too
 ]
 
 #: Runs also evaluated over a lux sweep (on an evenly spread subset of the val split).
-SWEEP = ["joint-3lux-s0", "raw-3lux-s0", "joint-2-200lux", "raw-2-200lux"]
+SWEEP = ["joint-3lux-s0", "raw-3lux-s0", "joint-2-200lux", "raw-2-200lux", "raw-init-2-200lux"]
 SWEEP_LUX = "2,3,6,20,200"
 
 #: The paper's Table 1 (simulated ImageNet, 1,000 classes), top-1 / top-5 in %.
@@ -82,7 +83,8 @@ ROWS = [  # (table row, run names by column "3" and "2 200", paper key)
     ("conventional ISP + the clean classifier, as is", {"3": ["isp-asis-3lux"]}, "isp-asis-3lux"),
     ("conventional ISP + fine-tuned classifier", {"3": ["isp-ft-3lux"]}, "isp-ft-3lux"),
     ("MobileNet-v1 from scratch on RAW", {"3": ["raw-3lux-s0", "raw-3lux-s1"], "2 200": ["raw-2-200lux"]}, "raw"),
-    ("MobileNet-v1 on RAW, initialised from the clean classifier", {"3": ["raw-init-3lux"]}, None),
+    ("MobileNet-v1 on RAW, initialised from the clean classifier", {"3": ["raw-init-3lux"], "2 200": ["raw-init-2-200lux"]},
+     None),
     ("Chen U-Net + fine-tuned classifier", {"3": ["unet-ft-3lux"]}, "unet-ft-3lux"),
     ("joint Anscombe + MobileNet-v1", {"3": ["joint-3lux-s0", "joint-3lux-s1"], "2 200": ["joint-2-200lux"]}, "joint"),
 ]
