@@ -63,6 +63,8 @@ RUNS = [
     ("joint-2-200lux", "joint", "2 200", 0, "clean"),
     ("raw-2-200lux", "raw", "2 200", 0, None),
     ("raw-init-2-200lux", "raw", "2 200", 0, "clean"),  # separates initialisation at 2-200 lux too
+    ("raw-init-3lux-s1", "raw", "3", 1, "clean"),  # the seed spread of the initialised pipelines
+    ("isp-ft-3lux-s1", "isp", "3", 1, "clean"),
 ]
 
 #: Runs also evaluated over a lux sweep (on an evenly spread subset of the val split).
@@ -81,9 +83,9 @@ PAPER = {
 ROWS = [  # (table row, run names by column "3" and "2 200", paper key)
     ("MobileNet-v1 on clean images (the ceiling)", {"clean": ["clean"]}, None),
     ("conventional ISP + the clean classifier, as is", {"3": ["isp-asis-3lux"]}, "isp-asis-3lux"),
-    ("conventional ISP + fine-tuned classifier", {"3": ["isp-ft-3lux"]}, "isp-ft-3lux"),
+    ("conventional ISP + fine-tuned classifier", {"3": ["isp-ft-3lux", "isp-ft-3lux-s1"]}, "isp-ft-3lux"),
     ("MobileNet-v1 from scratch on RAW", {"3": ["raw-3lux-s0", "raw-3lux-s1"], "2 200": ["raw-2-200lux"]}, "raw"),
-    ("MobileNet-v1 on RAW, initialised from the clean classifier", {"3": ["raw-init-3lux"], "2 200": ["raw-init-2-200lux"]},
+    ("MobileNet-v1 on RAW, initialised from the clean classifier", {"3": ["raw-init-3lux", "raw-init-3lux-s1"], "2 200": ["raw-init-2-200lux"]},
      None),
     ("Chen U-Net + fine-tuned classifier", {"3": ["unet-ft-3lux"]}, "unet-ft-3lux"),
     ("joint Anscombe + MobileNet-v1", {"3": ["joint-3lux-s0", "joint-3lux-s1"], "2 200": ["joint-2-200lux"]}, "joint"),
