@@ -295,6 +295,80 @@ def report(a) -> int:
     return run_logged(cmd, a.runs / "report.log")
 
 
+#: Paired comparisons (same images, same noise): each group is evaluated in one ``dpcal eval``
+#: with ``--predictions``, and every run is compared with the first (the joint model).
+PAIRED = {
+    "3": ["joint-3lux-s0", "raw-init-3lux", "isp-ft-3lux", "unet-ft-3lux", "raw-3lux-s0"],
+    "2 200": ["joint-2-200lux", "raw-init-2-200lux", "raw-2-200lux"],
+}
+
+
+def paired_stats(correct_a, correct_b) -> dict:
+    """Accuracy difference of two classifiers on the same images, with McNemar's exact test.
+
+    ``b``: images only A gets right, ``c``: only B. The difference is ``(b - c) / n``; its
+    standard error ``sqrt(b + c - (b - c)^2 / n) / n``; the two-sided p-value is the binomial
+    test of ``b`` in ``b + c`` at one half.
+    """
+    from scipy.stats import binomtest
+
+    import numpy as np
+
+    a, b_ = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    n = a.size
+    b, c = int(np.sum(a & ~b_)), int(np.sum(~a & b_))
+    diff = (b - c) / n
+    se = float(np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n)
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    return {"n": n, "only_first": b, "only_second": c, "diff": diff, "diff_se": se, "p_mcnemar": float(p)}
+
+
+def paired(a) -> int:
+    """Evaluate each PAIRED group together on the whole val split with per-image predictions;
+    record the paired differences to the first run of the group in ``RESULTS/paired.json``."""
+    import pandas as pd
+
+    doc = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "groups": []}
+    for lux, names in PAIRED.items():
+        names = [n for n in names if (a.runs / n / "model.pt").is_file()]
+        if len(names) < 2:
+            print(f"{lux} lux: fewer than two trained runs, skipped", file=sys.stderr)
+            continue
+        csv = a.runs / f"paired-{lux.replace(' ', '-')}lux.csv"
+        cmd = paired_command(names, lux, a)
+        with tempfile.TemporaryFile("w+") as out:
+            if run_logged(cmd, a.runs / "paired.log", stdout=out):
+                return 1
+        df = pd.read_csv(csv)
+        df["correct"] = df["top1"] == df["label"]
+        by = {Path(ck).name: g.sort_values("path")["correct"].to_numpy() for ck, g in df.groupby("checkpoint")}
+        first = names[0]
+        rows = [{"first": first, "second": n, **paired_stats(by[first], by[n])} for n in names[1:]]
+        doc["groups"].append({"lux": lux, "command": as_typed(paired_command(names, lux, _relative(a))), "pairs": rows})
+    write_json_atomic(a.results / "paired.json", doc)
+    print(paired_table(a))
+    return 0
+
+
+def paired_command(names: list[str], lux: str, a) -> list[str]:
+    csv = a.runs / f"paired-{lux.replace(' ', '-')}lux.csv"
+    return dpcal("eval", *[str(a.runs / n) for n in names], "--data", str(a.data / "val"), "--lux", *lux.split(),
+                 "--seed", "0", "--workers", str(a.workers), "--predictions", str(csv), "--overwrite", "--json")
+
+
+def paired_table(a) -> str:
+    p = a.results / "paired.json"
+    if not p.is_file():
+        return ""
+    lines = ["| lux | joint | compared with | joint − other (points) | ± 1 s.e. | only joint right | only other right | "
+             "McNemar p |", "|---|---|---|---|---|---|---|---|"]
+    for g in json.loads(p.read_text())["groups"]:
+        for r in g["pairs"]:
+            lines.append(f"| {g['lux'].replace(' ', '-')} | {r['first']} | {r['second']} | {100 * r['diff']:+.2f} | "
+                         f"{100 * r['diff_se']:.2f} | {r['only_first']} | {r['only_second']} | {r['p_mcnemar']:.2g} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette160")
@@ -309,13 +383,16 @@ def main() -> int:
     ap.add_argument("--plan", action="store_true", help="Print the commands and exit.")
     ap.add_argument("--table", action="store_true", help="Print the table of the records, write the plot, exit.")
     ap.add_argument("--report", type=Path, help="Evaluate all present runs together into this folder, exit.")
+    ap.add_argument("--paired", action="store_true", help="Paired comparisons with the joint model (McNemar), exit.")
     a = ap.parse_args()
     if a.table:
-        print(table(a) + "\n\n" + runs_table(a))
+        print(table(a) + "\n\n" + runs_table(a) + "\n\n" + paired_table(a))
         plot_sweep(a, ROOT / "docs" / "images" / "table1-lux-sweep.png")
         return 0
     if a.report:
         return report(a)
+    if a.paired:
+        return paired(a)
     a.runs.mkdir(parents=True, exist_ok=True)
     return study(a)
 

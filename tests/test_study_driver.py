@@ -109,3 +109,15 @@ def test_script_runs_from_the_command_line(study, tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count(" dpcal train ") == len(study.RUNS) and "--mode clean" in r.stdout
+
+
+def test_paired_stats_against_hand_counts(study):
+    # 10 images: both right on 5, only the first on 3, only the second on 1, both wrong on 1.
+    a = [1] * 5 + [1, 1, 1] + [0] + [0]
+    b = [1] * 5 + [0, 0, 0] + [1] + [0]
+    r = study.paired_stats(a, b)
+    assert (r["n"], r["only_first"], r["only_second"]) == (10, 3, 1)
+    assert r["diff"] == pytest.approx(0.2)
+    assert r["diff_se"] == pytest.approx((4 - 4 / 10) ** 0.5 / 10)
+    assert r["p_mcnemar"] == pytest.approx(0.625)  # 2 * P(X >= 3), X ~ Bin(4, 1/2) = 2 * 5/16
+    assert study.paired_stats([1, 0], [1, 0])["p_mcnemar"] == 1.0
