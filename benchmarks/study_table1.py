@@ -85,8 +85,8 @@ ROWS = [  # (table row, run names by column "3" and "2 200", paper key)
     ("conventional ISP + the clean classifier, as is", {"3": ["isp-asis-3lux"]}, "isp-asis-3lux"),
     ("conventional ISP + fine-tuned classifier", {"3": ["isp-ft-3lux", "isp-ft-3lux-s1"]}, "isp-ft-3lux"),
     ("MobileNet-v1 from scratch on RAW", {"3": ["raw-3lux-s0", "raw-3lux-s1"], "2 200": ["raw-2-200lux"]}, "raw"),
-    ("MobileNet-v1 on RAW, initialised from the clean classifier", {"3": ["raw-init-3lux", "raw-init-3lux-s1"], "2 200": ["raw-init-2-200lux"]},
-     None),
+    ("MobileNet-v1 on RAW, initialised from the clean classifier",
+     {"3": ["raw-init-3lux", "raw-init-3lux-s1"], "2 200": ["raw-init-2-200lux"]}, None),
     ("Chen U-Net + fine-tuned classifier", {"3": ["unet-ft-3lux"]}, "unet-ft-3lux"),
     ("joint Anscombe + MobileNet-v1", {"3": ["joint-3lux-s0", "joint-3lux-s1"], "2 200": ["joint-2-200lux"]}, "joint"),
 ]
@@ -284,9 +284,10 @@ def plot_sweep(a, path: Path) -> None:
 
 
 def report(a) -> int:
-    """One ``dpcal eval`` of the 3-lux runs whose weights are here: the side-by-side table and
+    """One ``dpcal eval`` of the 3-lux runs of seed 0 whose weights are here: the side-by-side table and
     the image panel of what each pipeline hands its classifier (the paper's Figure 5)."""
-    names = [s[0] for s in RUNS if s[2] == "3" and s[0] != "clean" and (a.runs / s[0] / "model.pt").is_file()]
+    names = [s[0] for s in RUNS
+             if s[2] == "3" and s[3] == 0 and s[0] != "clean" and (a.runs / s[0] / "model.pt").is_file()]
     if not names:
         print("no trained 3-lux runs to report on", file=sys.stderr)
         return 1
@@ -360,8 +361,8 @@ def paired_table(a) -> str:
     p = a.results / "paired.json"
     if not p.is_file():
         return ""
-    lines = ["| lux | joint | compared with | joint − other (points) | ± 1 s.e. | only joint right | only other right | "
-             "McNemar p |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| lux | joint | compared with | joint − other (points) | ± 1 s.e. | only joint right | "
+             "only other right | McNemar p |", "|---|---|---|---|---|---|---|---|"]
     for g in json.loads(p.read_text())["groups"]:
         for r in g["pairs"]:
             lines.append(f"| {g['lux'].replace(' ', '-')} | {r['first']} | {r['second']} | {100 * r['diff']:+.2f} | "
