@@ -103,7 +103,7 @@ def test_lux_range_is_log_uniform():
     from scipy.stats import kstest
 
     sim = Simulator("nexus6p-rear", lux=(2, 200))
-    lux = sim.sample_lux(4000, torch.Generator().manual_seed(0))
+    lux = sim.sample_lux(4000, torch.Generator().manual_seed(0)).numpy()
     assert lux.min() >= 2 and lux.max() <= 200
     u = (np.log(lux) - np.log(2)) / (np.log(200) - np.log(2))
     assert kstest(u, "uniform").pvalue > 1e-3

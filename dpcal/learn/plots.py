@@ -55,6 +55,7 @@ def learning_curve(metrics_csv: str | os.PathLike, png: str | os.PathLike) -> No
                title="accuracy" if metric == "top1" else "reconstruction")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
+        if ax.get_legend_handles_labels()[1]:  # a run of 0 steps has nothing to label
+            ax.legend(frameon=False)
     with atomic_path(Path(png)) as tmp:
         fig.savefig(tmp, dpi=110)
