@@ -246,3 +246,17 @@ def test_resume_before_the_first_checkpoint_starts_again(colours, tmp_path):
     assert [r["step"] for r in _metrics(out)] == [r["step"] for r in _metrics(tmp_path / "ref")]
     for k, v in _state(tmp_path / "ref" / "model.pt").items():
         assert torch.equal(v, _state(out / "model.pt")[k]), k
+
+
+def test_interrupt_message_of_train_names_resume(colours, tmp_path, monkeypatch, capsys):
+    import dpcal.learn.trainer
+    from dpcal.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dpcal.learn.trainer, "train", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(_cli_args(colours, tmp_path / "run", 4))
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "dpcal: interrupted; rerun with --resume to continue"

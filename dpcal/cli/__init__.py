@@ -35,7 +35,13 @@ COMMANDS = {
     "demo": ("dpcal.cli.demo:demo", "Run the pipeline end to end on built-in data."),
 }
 
-_state = {"verbose": 0, "warned": set()}
+RERUN_TO_RESUME = "rerun the same command to resume"
+_state = {"verbose": 0, "warned": set(), "resume_hint": RERUN_TO_RESUME}
+
+
+def set_resume_hint(text: str) -> None:
+    """What the interrupt message tells the user, for a command that resumes other than by a rerun."""
+    _state["resume_hint"] = text
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -79,6 +85,7 @@ def cli(verbose: int, quiet: bool) -> None:
     """
     _state["verbose"] = verbose
     _state["warned"] = set()
+    _state["resume_hint"] = RERUN_TO_RESUME
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", DpcalWarning)  # the once-per-kind rule is _show_warning's
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
@@ -144,9 +151,7 @@ def _main(argv: list[str] | None) -> None:
         if not isinstance(intr, KeyboardInterrupt):
             click.echo("dpcal: aborted", err=True)
             sys.exit(1)
-        words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
-        how = "rerun with --resume to continue" if words[:1] == ["train"] else "rerun the same command to resume"
-        click.echo(f"dpcal: interrupted; {how}", err=True)
+        click.echo(f"dpcal: interrupted; {_state['resume_hint']}", err=True)
         sys.exit(128 + intr.signum if isinstance(intr, Terminated) else 130)
     except DpcalError as e:
         if _state["verbose"]:

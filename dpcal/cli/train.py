@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from dpcal.cli import set_resume_hint
 from dpcal.cli.options import OneOrTwoNumbers, emit_json, json_option, overwrite_option, show_progress
 
 
@@ -55,6 +56,7 @@ def train(mode, data, val_data, profile, lux, sim_mode, size, steps, epochs, bat
       dpcal train --mode joint --data imagenette/train --lux 3 --init runs/clean --epochs 15 --out runs/joint
       dpcal train --out runs/joint --resume
     """
+    set_resume_hint("rerun with --resume to continue")
     import json
     from pathlib import Path
 
