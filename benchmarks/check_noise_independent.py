@@ -80,12 +80,12 @@ def main() -> None:
         sys.exit(f"{RAW} not found (the real-data folder ../shared/data)")
     dn = np.fromfile(RAW, dtype="<u2").reshape(1080, 1920).astype(np.float64)
     auto, off = dpcal_fit("auto"), dpcal_fit("off")
+    gray = {name: highpass_points(dn[r::2, c::2]) for name, (r, c) in OFFSETS.items()}
     print("plane | independent, 6 gray: line | 6 gray: line + c m^2 (PRNU %) | all 24: line + c m^2 | "
           "dpcal --prnu auto (PRNU %) | ratio to 6 gray (+c) | dpcal --prnu off | ratio to 6 gray (line)")
     for name, (r, c) in OFFSETS.items():
-        plane = dn[r::2, c::2]
-        pts = highpass_points(plane)
-        allp = np.vstack([pts, highpass_points(plane, COLOUR_CENTRES, HALF_COLOUR)])
+        pts = gray[name]
+        allp = np.vstack([pts, highpass_points(dn[r::2, c::2], COLOUR_CENTRES, HALF_COLOUR)])
         (a1, b1), (sa1, _) = wls(pts[:, 0], pts[:, 1], False)
         (a2, b2, c2), (sa2, _, _) = wls(pts[:, 0], pts[:, 1], True)
         (a3, _, c3), (sa3, _, _) = wls(allp[:, 0], allp[:, 1], True)
@@ -97,15 +97,14 @@ def main() -> None:
               f"{fa['alpha'] / (a2 / WHITE):.3f} | {fo['alpha']:.3e} ± {fo['alpha_std']:.1e} | {fo['alpha'] / (a1 / WHITE):.3f}")
     # The greens are the same pixel design behind the same gain: their alphas should nearly agree.
     # Their variance per unit mean, patch by patch, compares them without a three-parameter fit.
-    gr, gb = (highpass_points(dn[r::2, c::2]) for r, c in (OFFSETS["Gr"], OFFSETS["Gb"]))
+    gr, gb = gray["Gr"], gray["Gb"]
     ratio = (gb[:, 1] / gb[:, 0]) / (gr[:, 1] / gr[:, 0])
     bright = ratio[:-1]  # the black patch's variance is mostly read noise, not alpha
     print(f"Gb/Gr variance per unit mean, patch by patch (white ... black): {np.round(ratio, 3).tolist()}; "
           f"five brighter patches {bright.mean():.3f} ± {bright.std(ddof=1) / np.sqrt(bright.size):.3f}; "
           f"dpcal alpha Gb/Gr {auto['Gb']['alpha'] / auto['Gr']['alpha']:.3f}")
     print("gray patch means (DN) and high-pass variances (DN^2) per plane:")
-    for name, (r, c) in OFFSETS.items():
-        pts = highpass_points(dn[r::2, c::2])
+    for name, pts in gray.items():
         print(f"  {name}: " + ", ".join(f"{m:.0f}: {v:.0f}" for m, v in pts))
 
 
