@@ -311,9 +311,8 @@ def paired_stats(correct_a, correct_b) -> dict:
     standard error ``sqrt(b + c - (b - c)^2 / n) / n``; the two-sided p-value is the binomial
     test of ``b`` in ``b + c`` at one half.
     """
-    from scipy.stats import binomtest
-
     import numpy as np
+    from scipy.stats import binomtest
 
     a, b_ = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     n = a.size
@@ -335,26 +334,28 @@ def paired(a) -> int:
         if len(names) < 2:
             print(f"{lux} lux: fewer than two trained runs, skipped", file=sys.stderr)
             continue
-        csv = a.runs / f"paired-{lux.replace(' ', '-')}lux.csv"
-        cmd = paired_command(names, lux, a)
-        with tempfile.TemporaryFile("w+") as out:
-            if run_logged(cmd, a.runs / "paired.log", stdout=out):
-                return 1
-        df = pd.read_csv(csv)
+        if run_logged(paired_command(names, lux, a), a.runs / "paired.log"):
+            return 1
+        df = pd.read_csv(paired_csv(lux, a))
         df["correct"] = df["top1"] == df["label"]
         by = {Path(ck).name: g.sort_values("path")["correct"].to_numpy() for ck, g in df.groupby("checkpoint")}
         first = names[0]
         rows = [{"first": first, "second": n, **paired_stats(by[first], by[n])} for n in names[1:]]
         doc["groups"].append({"lux": lux, "command": as_typed(paired_command(names, lux, _relative(a))), "pairs": rows})
+    a.results.mkdir(parents=True, exist_ok=True)
     write_json_atomic(a.results / "paired.json", doc)
     print(paired_table(a))
     return 0
 
 
+def paired_csv(lux: str, a) -> Path:
+    return a.runs / f"paired-{lux.replace(' ', '-')}lux.csv"
+
+
 def paired_command(names: list[str], lux: str, a) -> list[str]:
-    csv = a.runs / f"paired-{lux.replace(' ', '-')}lux.csv"
     return dpcal("eval", *[str(a.runs / n) for n in names], "--data", str(a.data / "val"), "--lux", *lux.split(),
-                 "--seed", "0", "--workers", str(a.workers), "--predictions", str(csv), "--overwrite", "--json")
+                 "--seed", "0", "--workers", str(a.workers), "--predictions", str(paired_csv(lux, a)), "--overwrite",
+                 "--json")
 
 
 def paired_table(a) -> str:
